@@ -1,0 +1,191 @@
+"""COCO instances JSON in and out: polygons, compressed/uncompressed RLE, iscrowd; validated.
+
+Every problem is a :class:`~instseg.errors.DataError` naming the file and the item
+(``image id=3``, ``annotation id=17``, ``category id=9``). Under ``skip_invalid`` the bad
+item is dropped (an image with its annotations) and reported in ``dataset.skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from instseg import masks as mask_codec
+from instseg.data.dataset import Annotation, Category, ImageRecord, InstanceDataset
+from instseg.data.io import image_size
+from instseg.errors import DataError, ErrorPolicy
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; DataError on a missing file or bad JSON (with line and column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, None, "file not found")
+    try:
+        with open(p, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(p, None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(p, None, "not valid JSON (not UTF-8 text)") from None
+
+
+def _polygon_area(flat: list[float]) -> float:
+    xs, ys = flat[0::2], flat[1::2]
+    n = len(xs)
+    return 0.5 * abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n)))
+
+
+def check_segmentation(segm: Any, height: int, width: int) -> str | None:
+    """Why a COCO ``segmentation`` is invalid for an image of ``height`` x ``width``, or None."""
+    if isinstance(segm, list):
+        if len(segm) == 0:
+            return "empty segmentation"
+        for k, poly in enumerate(segm):
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
+                return f"polygon {k} is not a list of numbers"
+            if len(poly) % 2:
+                return f"polygon {k} has an odd number of coordinates ({len(poly)})"
+            if len(poly) < 6:
+                return f"polygon {k} has {len(poly) // 2} points (needs at least 3)"
+            if _polygon_area(poly) <= 0:
+                return f"polygon {k} has zero area"
+        return None
+    if isinstance(segm, dict):
+        if "counts" not in segm or "size" not in segm:
+            return "RLE needs 'counts' and 'size'"
+        size = segm["size"]
+        if not (isinstance(size, list) and len(size) == 2):
+            return f"RLE size {size!r} is not [height, width]"
+        if (int(size[0]), int(size[1])) != (height, width):
+            return f"mask size {size[0]}x{size[1]} differs from image size {height}x{width}"
+        counts = segm["counts"]
+        if isinstance(counts, list) and sum(counts) != height * width:
+            return f"RLE counts sum to {sum(counts)}, expected {height * width}"
+        if not isinstance(counts, (list, str, bytes)):
+            return "RLE counts must be a list or a string"
+        return None
+    return f"segmentation must be polygons or RLE, got {type(segm).__name__}"
+
+
+def _require(data: Any, path: Path) -> None:
+    if not isinstance(data, dict):
+        raise DataError(path, None, f"not a COCO instances file: top level is a {type(data).__name__}, expected an object")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(path, None, f"not a COCO instances file: missing key '{key}'")
+        if not isinstance(data[key], list):
+            raise DataError(path, None, f"not a COCO instances file: '{key}' is not a list")
+
+
+def parse_coco(
+    data: Any,
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    skip_invalid: bool = False,
+    check_images: bool = False,
+) -> InstanceDataset:
+    """Validate a parsed COCO dict and build a dataset.
+
+    ``file_name`` resolves against ``images_dir``, else the JSON's folder; absolute paths are
+    kept. ``check_images`` decodes every image fully (finds truncated files) and compares
+    its size with the JSON's.
+    """
+    path = Path(path)
+    _require(data, path)
+    policy = ErrorPolicy(skip_invalid)
+    root = Path(images_dir) if images_dir is not None else path.parent
+
+    categories: dict[int, Category] = {}
+    for k, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or "id" not in c:
+            raise DataError(path, f"categories[{k}]", "category without 'id'")
+        if c["id"] in categories:
+            raise DataError(path, f"category id={c['id']}", "duplicate category id")
+        categories[c["id"]] = Category(int(c["id"]), str(c.get("name", c["id"])), str(c.get("supercategory", "")))
+
+    records: dict[int, ImageRecord] = {}
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            policy.fail(DataError(path, f"images[{k}]", "image entry needs 'id' and 'file_name'"))
+            continue
+        item = f"image id={im['id']} ({im['file_name']})"
+        if im["id"] in records:
+            raise DataError(path, item, "duplicate image id")
+        file_path = Path(im["file_name"])
+        if not file_path.is_absolute():
+            file_path = root / file_path
+        try:
+            h, w = im.get("height"), im.get("width")
+            if check_images or h is None or w is None:
+                real = image_size(file_path, verify=check_images)
+                if h is not None and w is not None and (int(h), int(w)) != real:
+                    raise DataError(
+                        file_path, None, f"image is {real[0]}x{real[1]} but the JSON says {h}x{w}"
+                    )
+                h, w = real
+        except DataError as err:
+            policy.fail(DataError(path, item, str(err)))
+            continue
+        records[im["id"]] = ImageRecord(int(im["id"]), str(im["file_name"]), file_path, int(h), int(w))
+
+    known_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    seen_ann_ids: set[Any] = set()
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or "id" not in a:
+            policy.fail(DataError(path, f"annotations[{k}]", "annotation without 'id'"))
+            continue
+        item = f"annotation id={a['id']}"
+        if a["id"] in seen_ann_ids:
+            raise DataError(path, item, "duplicate annotation id")
+        seen_ann_ids.add(a["id"])
+        for key in ("image_id", "category_id", "segmentation"):
+            if key not in a:
+                policy.fail(DataError(path, item, f"missing '{key}'"))
+                break
+        else:
+            img_id = a["image_id"]
+            if img_id not in known_image_ids:
+                policy.fail(DataError(path, item, f"image_id {img_id} is not in 'images'"))
+                continue
+            if img_id not in records:  # image itself was skipped
+                continue
+            if a["category_id"] not in categories:
+                policy.fail(DataError(path, item, f"category_id {a['category_id']} is not declared in 'categories'"))
+                continue
+            rec = records[img_id]
+            problem = check_segmentation(a["segmentation"], rec.height, rec.width)
+            if problem:
+                policy.fail(DataError(path, item, problem))
+                continue
+            segm = a["segmentation"]
+            bbox = a.get("bbox")
+            area = a.get("area")
+            if bbox is None or area is None:
+                rle = mask_codec.segmentation_to_rle(segm, rec.height, rec.width)
+                bbox = bbox if bbox is not None else list(mask_codec.rle_boxes_xywh([rle])[0])
+                area = area if area is not None else float(mask_codec.area([rle])[0])
+            rec.annotations.append(
+                Annotation(
+                    id=a["id"],
+                    image_id=img_id,
+                    category_id=int(a["category_id"]),
+                    segmentation=segm,
+                    bbox=[float(v) for v in bbox],
+                    area=float(area),
+                    iscrowd=int(a.get("iscrowd", 0)),
+                    track_id=a.get("track_id"),
+                )
+            )
+    return InstanceDataset(list(records.values()), list(categories.values()), path, policy.skipped)
+
+
+def load_coco(
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    skip_invalid: bool = False,
+    check_images: bool = False,
+) -> InstanceDataset:
+    """Read and validate a COCO instances JSON file (see :func:`parse_coco`)."""
+    return parse_coco(read_json(path), path, images_dir, skip_invalid, check_images)

@@ -1,0 +1,139 @@
+"""Mask codecs: bool masks <-> COCO RLE <-> polygons, via pycocotools. No torch here.
+
+Conventions: masks are bool arrays ``(N, H, W)`` or ``(H, W)``; RLEs are pycocotools dicts
+``{"size": [H, W], "counts": bytes|str|list[int]}`` (column-major runs); polygons are COCO
+lists ``[[x1, y1, x2, y2, ...], ...]`` in absolute pixel coordinates. Boxes are xyxy
+(exclusive right/bottom edge, like pycocotools' ``toBbox`` converted to xyxy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+RLE = dict[str, Any]
+Polygons = list[list[float]]
+
+
+def encode(masks: np.ndarray) -> list[RLE]:
+    """Encode bool masks ``(N, H, W)`` (or one ``(H, W)``) as compressed RLEs (counts: str)."""
+    arr = np.asarray(masks)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape[0] == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(arr.transpose(1, 2, 0).astype(np.uint8)))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return list(rles)
+
+
+def decode(rles: list[RLE] | RLE, height: int | None = None, width: int | None = None) -> np.ndarray:
+    """Decode RLE(s) (compressed or uncompressed) to bool masks ``(N, H, W)``.
+
+    ``height``/``width`` are needed only for an empty list.
+    """
+    if isinstance(rles, dict):
+        rles = [rles]
+    if len(rles) == 0:
+        if height is None or width is None:
+            raise ValueError("decode([]) needs height and width")
+        return np.zeros((0, height, width), dtype=bool)
+    compressed = [to_compressed(r) for r in rles]
+    out = mask_utils.decode(compressed)  # (H, W, N) uint8, Fortran order
+    return np.ascontiguousarray(out.transpose(2, 0, 1)).astype(bool)
+
+
+def to_compressed(rle: RLE) -> RLE:
+    """Return a compressed RLE (counts as bytes) for pycocotools; accepts uncompressed lists."""
+    counts = rle["counts"]
+    h, w = (int(v) for v in rle["size"])
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    if isinstance(counts, str):
+        return {"size": [h, w], "counts": counts.encode("ascii")}
+    return {"size": [h, w], "counts": counts}
+
+
+def from_polygons(polygons: Polygons, height: int, width: int) -> RLE:
+    """Rasterize COCO polygons exactly as pycocotools does, merged into one compressed RLE."""
+    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    merged = mask_utils.merge(rles)
+    merged["counts"] = merged["counts"].decode("ascii")
+    return merged
+
+
+def segmentation_to_rle(segm: Polygons | RLE, height: int, width: int) -> RLE:
+    """Any COCO ``segmentation`` (polygons, uncompressed or compressed RLE) -> compressed RLE."""
+    if isinstance(segm, list):
+        return from_polygons(segm, height, width)
+    rle = to_compressed(segm)
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def area(rles: list[RLE]) -> np.ndarray:
+    """Pixel areas ``(N,)`` float64 of RLEs."""
+    if not rles:
+        return np.zeros((0,), dtype=np.float64)
+    return np.asarray(mask_utils.area([to_compressed(r) for r in rles]), dtype=np.float64)
+
+
+def rle_boxes_xywh(rles: list[RLE]) -> np.ndarray:
+    """Tight boxes ``(N, 4)`` in COCO xywh of RLEs (zeros for empty masks)."""
+    if not rles:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.asarray(mask_utils.toBbox([to_compressed(r) for r in rles]), dtype=np.float64).reshape(-1, 4)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight xyxy boxes ``(N, 4)`` float32 of bool masks ``(N, H, W)``; x2/y2 are exclusive.
+
+    Empty masks give ``[0, 0, 0, 0]``.
+    """
+    arr = np.asarray(masks, dtype=bool)
+    n = arr.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = arr.any(axis=2)  # (N, H)
+    cols = arr.any(axis=1)  # (N, W)
+    nonempty = rows.any(axis=1)
+    h, w = arr.shape[1:]
+    y1 = rows.argmax(axis=1)
+    y2 = h - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = w - cols[:, ::-1].argmax(axis=1)
+    boxes[:] = np.stack([x1, y1, x2, y2], axis=1)
+    boxes[~nonempty] = 0
+    return boxes
+
+
+def to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> Polygons:
+    """Outer contours of a bool mask ``(H, W)`` as COCO polygons (pixel-corner coordinates).
+
+    Traces the boundary between pixels, so ``from_polygons(to_polygons(m))`` reproduces
+    hole-free masks; holes are not representable as COCO polygons (use RLE for those).
+    Components whose contour has fewer than 3 points are dropped. ``tolerance`` > 0
+    simplifies with Douglas-Peucker (lossy).
+    """
+    import cv2  # local: only polygon export needs OpenCV
+
+    m = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8))
+    # Upsample by 2 so the traced pixel-centre contour lands on pixel corners.
+    big = np.kron(m, np.ones((2, 2), dtype=np.uint8))
+    big = np.pad(big, 1)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys: Polygons = []
+    for c in contours:
+        if tolerance > 0:
+            c = cv2.approxPolyDP(c, tolerance * 2, True)
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) < 3:
+            continue
+        # padded, doubled pixel-centre coords -> pixel-corner coords
+        pts = (pts - 1 + 0.5) / 2.0
+        polys.append([round(float(v), 2) for v in pts.reshape(-1)])
+    return polys

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv, installs instseg with its dev extras
+# (torch comes from pip; nothing is downloaded at run time), then runs a job:
+#   bash scripts/dev.sh demo   -> the demo on an embedded sample
+#   bash scripts/dev.sh test   -> ruff, mypy and the whole pytest suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.instseg-installed
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  echo "[setup] installing instseg and its dependencies (first time: a few minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  "$VENV/bin/python" -c "import instseg, torch, torchvision, pycocotools" \
+    || { echo "[setup] install failed" >&2; exit 1; }
+  echo "$want" > "$STAMP"
+fi
+
+job=${1:-demo}
+shift || true
+case "$job" in
+  demo)
+    exec "$VENV/bin/instseg" demo "$@"
+    ;;
+  test)
+    echo "== ruff" && "$VENV/bin/ruff" check instseg tests bench
+    echo "== mypy" && "$VENV/bin/mypy"
+    echo "== pytest" && exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/dev.sh [demo|test] [args...]" >&2
+    exit 2
+    ;;
+esac

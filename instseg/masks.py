@@ -98,9 +98,9 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
     boxes = np.zeros((n, 4), dtype=np.float32)
     if n == 0:
         return boxes
-    rows = arr.any(axis=2)  # (N, H)
-    cols = arr.any(axis=1)  # (N, W)
-    nonempty = rows.any(axis=1)
+    rows: np.ndarray = np.any(arr, axis=2)  # (N, H)
+    cols: np.ndarray = np.any(arr, axis=1)  # (N, W)
+    nonempty: np.ndarray = np.any(rows, axis=1)
     h, w = arr.shape[1:]
     y1 = rows.argmax(axis=1)
     y2 = h - rows[:, ::-1].argmax(axis=1)

@@ -89,14 +89,17 @@ class Instances:
         m = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
         m = m.astype(bool)
         n = m.shape[0]
+        def opt(x: Any, dtype: torch.dtype) -> torch.Tensor | None:
+            return None if x is None else _as_tensor(x, dtype)
+
         return cls(
             image_size=(m.shape[1], m.shape[2]),
-            boxes=masks_to_boxes(m),
-            labels=np.zeros(n, np.int64) if labels is None else labels,
-            scores=scores,
-            masks=m,
-            track_ids=track_ids,
-            iscrowd=iscrowd,
+            boxes=torch.from_numpy(masks_to_boxes(m)),
+            labels=_as_tensor(np.zeros(n, np.int64) if labels is None else labels, torch.int64),
+            scores=opt(scores, torch.float32),
+            masks=torch.from_numpy(m),
+            track_ids=opt(track_ids, torch.int64),
+            iscrowd=opt(iscrowd, torch.bool),
         )
 
     @classmethod
@@ -143,10 +146,12 @@ class Instances:
             index = torch.as_tensor(np.asarray(index) if not isinstance(index, torch.Tensor) else index)
             if index.dtype != torch.bool:
                 index = index.to(torch.int64)
-        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image_size"}
+        kw: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "image_size"
+        }
         return Instances(
             image_size=self.image_size,
-            **{k: (v[index] if v is not None else None) for k, v in kw.items()},
+            **{k: (v[index] if v is not None else None) for k, v in kw.items()},  # type: ignore[arg-type]
         )
 
     def filter(
@@ -175,10 +180,12 @@ class Instances:
 
     def to(self, device: torch.device | str) -> Instances:
         """Move every tensor field to ``device``."""
-        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image_size"}
+        kw: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "image_size"
+        }
         return Instances(
             image_size=self.image_size,
-            **{k: (v.to(device) if v is not None else None) for k, v in kw.items()},
+            **{k: (v.to(device) if v is not None else None) for k, v in kw.items()},  # type: ignore[arg-type]
         )
 
     def recompute_boxes(self) -> Instances:

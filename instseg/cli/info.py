@@ -37,8 +37,9 @@ def format_stats(stats: dict, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from instseg.data.formats import detect_format
     from pathlib import Path
+
+    from instseg.data.formats import detect_format
 
     ds = load_from_args(args, check_images=not args.no_verify)
     stats = ds.stats()

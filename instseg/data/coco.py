@@ -125,6 +125,8 @@ def parse_coco(
                         file_path, None, f"image is {real[0]}x{real[1]} but the JSON says {h}x{w}"
                     )
                 h, w = real
+            elif not file_path.is_file():
+                raise DataError(file_path, None, "image file not found")
         except DataError as err:
             policy.fail(DataError(path, item, str(err)))
             continue

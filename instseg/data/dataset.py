@@ -163,12 +163,12 @@ class InstanceDataset:
         anns = rec.annotations
         rles = [a.rle(rec.height, rec.width) for a in anns]
         masks = mask_codec.decode(rles, rec.height, rec.width)
-        track = [a.track_id for a in anns]
+        track = [a.track_id for a in anns if a.track_id is not None]
         return Instances.from_masks(
             masks,
             labels=[self.cat_id_to_label[a.category_id] for a in anns],
             iscrowd=[bool(a.iscrowd) for a in anns],
-            track_ids=track if anns and all(t is not None for t in track) else None,
+            track_ids=track if anns and len(track) == len(anns) else None,
         )
 
     # -- subsets ----------------------------------------------------------------------------

@@ -43,8 +43,8 @@ def to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _pil_array(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img) or img
+def _pil_array(raw: Image.Image) -> np.ndarray:
+    img: Image.Image = ImageOps.exif_transpose(raw) or raw
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return np.asarray(img)
     if img.mode not in ("RGB", "L", "RGBA", "LA", "1"):
@@ -120,8 +120,9 @@ def image_size(path: str | Path, verify: bool = False) -> tuple[int, int]:
                 shape = tf.pages[0].shape
             return int(shape[0]), int(shape[1])
         with Image.open(p) as img:
-            img = ImageOps.exif_transpose(img) or img
             w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated 90
+                w, h = h, w
         return int(h), int(w)
     except Exception as exc:
         raise DataError(p, None, f"cannot read image ({type(exc).__name__}: {exc})") from None

@@ -18,6 +18,7 @@ import warnings
 COMMANDS: dict[str, str] = {
     "info": "info",
     "convert": "convert",
+    "demo": "demo",
 }
 
 

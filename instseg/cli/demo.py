@@ -102,7 +102,8 @@ def run_demo(
     from PIL import Image
 
     from instseg.cli.info import format_stats
-    from instseg.data.synthetic import ClipConfig, SceneConfig, make_clip_dataset, make_dataset
+    from instseg.data.synthetic import SceneConfig, make_dataset
+    from instseg.data.synthetic_clips import ClipConfig, make_clip_dataset
 
     root = Path(out)
     scenes = make_dataset(

@@ -10,17 +10,8 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from instseg.data.coco import load_coco
-from instseg.data.synthetic import (
-    SHAPES,
-    ClipConfig,
-    SceneConfig,
-    generate_clip,
-    generate_scene,
-    make_clip_dataset,
-    make_dataset,
-    render_clip,
-    render_scene,
-)
+from instseg.data.synthetic import SHAPES, SceneConfig, generate_scene, make_dataset, render_scene
+from instseg.data.synthetic_clips import ClipConfig, generate_clip, make_clip_dataset, render_clip
 from instseg.masks import masks_to_boxes
 
 

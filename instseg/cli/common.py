@@ -6,12 +6,19 @@ import argparse
 import sys
 from typing import Any
 
+#: same as instseg.data.formats.FORMATS (kept literal so the CLI imports no numpy at startup)
+DATASET_FORMATS = ("coco", "label-png", "label-image", "instance-pngs", "yolo", "via")
+
 
 def add_dataset_arguments(p: argparse.ArgumentParser, src_help: str = "dataset file or folder") -> None:
     """``SRC [--format F] [--images DIR] [--skip-invalid]``."""
     p.add_argument("src", metavar="SRC", help=src_help)
-    p.add_argument("--format", "-f", default=None, help="dataset format (detected when omitted)")
-    p.add_argument("--images", default=None, metavar="DIR", help="folder that COCO file_name entries are relative to")
+    p.add_argument(
+        "--format", "-f", default=None, choices=DATASET_FORMATS, help="dataset format (detected when omitted)"
+    )
+    p.add_argument("--images", default=None, metavar="DIR", help="folder that COCO/VIA file names are relative to")
+    p.add_argument("--class-name", default=None, metavar="NAME", help="name of the single class of mask formats (default: object)")
+    p.add_argument("--names", default=None, metavar="FILE", help="YOLO class names: data.yaml or one name per line")
     p.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -28,6 +35,8 @@ def load_from_args(args: argparse.Namespace, check_images: bool = True) -> Any:
         format=args.format,
         images_dir=args.images,
         skip_invalid=args.skip_invalid,
+        class_name=getattr(args, "class_name", None),
+        names=getattr(args, "names", None),
         check_images=check_images,
     )
 

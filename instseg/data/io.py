@@ -121,7 +121,9 @@ def image_size(path: str | Path, verify: bool = False) -> tuple[int, int]:
             return int(shape[0]), int(shape[1])
         with Image.open(p) as img:
             w, h = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated 90
+            # PNG getexif() decodes the whole image unless the eXIf chunk precedes the pixels
+            exif_ok = img.format != "PNG" or "exif" in img.info
+            if exif_ok and img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated 90
                 w, h = h, w
         return int(h), int(w)
     except Exception as exc:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "convert": "convert",
     "demo": "demo",
+    "eval": "eval",
 }
 
 

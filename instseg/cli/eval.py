@@ -1,0 +1,76 @@
+"""Evaluate COCO results against ground truth: the 12 COCO stats (identical to pycocotools).
+
+Also a per-class AP table (--per-class), PR curves and a per-class AP chart as PNG
+(--plots DIR), the stats as JSON (--json OUT). --matching (one-to-one matching at --iou) and
+--analysis (error analysis) are served by their own modules. Loads numpy and
+pycocotools.mask only (matplotlib for --plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gt", nargs="?", metavar="GT.json", help="COCO ground truth")
+    p.add_argument("pred", nargs="?", metavar="PRED.json", help="COCO results (list of detections)")
+    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm", help="mask or box IoU (default segm)")
+    p.add_argument("--per-class", action="store_true", help="also print a per-class AP table")
+    p.add_argument("--plots", metavar="DIR", default=None, help="write PR curves and a per-class AP chart (PNG)")
+    p.add_argument("--json", metavar="OUT", default=None, help="write the stats (and per-class stats) as JSON")
+    p.add_argument("--matching", action="store_true", help="one-to-one matching report (precision/recall/F1/PQ)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for --matching (default 0.5)")
+    p.add_argument("--analysis", action="store_true", help="error / size / occlusion analysis (TIDE-style)")
+    try:  # options of --matching / --analysis (argparse-only module, kept light)
+        from instseg.cli.eval_matching import add_matching_arguments
+    except ImportError:
+        return
+    add_matching_arguments(p)
+
+
+def _optional(module: str, func: str, flag: str) -> object:
+    import importlib
+
+    from instseg.errors import InstsegError
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise InstsegError(f"{flag} is not available in this version ({module} is missing)") from None
+        raise
+    return getattr(mod, func)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.matching:
+        return int(_optional("instseg.cli.eval_matching", "run_matching", "--matching")(args))  # type: ignore[operator]
+    if args.analysis:
+        fn = _optional("instseg.evaluation.analysis", "run_analysis_cli", "--analysis")
+        return int(fn(args))  # type: ignore[operator]
+    if not args.gt or not args.pred:
+        print("instseg eval: error: GT.json and PRED.json are required", file=sys.stderr)
+        return 2
+    from instseg.evaluation.coco_eval import evaluate
+    from instseg.evaluation.cocoeval_load import load_gt
+
+    gt, _ = load_gt(args.gt)
+    res = evaluate(gt, args.pred, args.iou_type)
+    print(res)
+    names = {c.get("id"): str(c.get("name", c.get("id"))) for c in gt["categories"] if isinstance(c, dict)}
+    if args.per_class:
+        print()
+        print(res.format_table(names))
+    if args.json:
+        out = {**res.summary(), "iou_type": args.iou_type,
+               "per_class": {str(k): v for k, v in res.per_class().items()}}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if args.plots:
+        from instseg.evaluation.plots import save_plots
+
+        for path in save_plots(res, args.plots, names):
+            print(f"wrote {path}")
+    return 0

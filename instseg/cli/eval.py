@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from instseg.cli.eval_matching import add_matching_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("gt", nargs="?", metavar="GT.json", help="COCO ground truth")
@@ -24,33 +26,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matching", action="store_true", help="one-to-one matching report (precision/recall/F1/PQ)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for --matching (default 0.5)")
     p.add_argument("--analysis", action="store_true", help="error / size / occlusion analysis (TIDE-style)")
-    try:  # options of --matching / --analysis (argparse-only module, kept light)
-        from instseg.cli.eval_matching import add_matching_arguments
-    except ImportError:
-        return
+    p.add_argument("--model", metavar="DIR", default=None, help="predict with this checkpoint or training folder, then evaluate on --data")
+    p.add_argument("--data", metavar="GT", default=None, help="dataset (any format) to predict and evaluate with --model")
+    p.add_argument("--format", default=None, help="format of --data (detected when omitted)")
+    p.add_argument("--images", metavar="DIR", default=None, help="folder that --data's COCO file names are relative to")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass with --model")
     add_matching_arguments(p)
 
 
-def _optional(module: str, func: str, flag: str) -> object:
-    import importlib
-
-    from instseg.errors import InstsegError
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise InstsegError(f"{flag} is not available in this version ({module} is missing)") from None
-        raise
-    return getattr(mod, func)
-
-
 def run(args: argparse.Namespace) -> int:
+    if args.model:
+        from instseg.engine.evaluate import run_model_eval
+
+        if not args.data:
+            print("instseg eval: error: --model needs --data GT", file=sys.stderr)
+            return 2
+        return run_model_eval(args)
     if args.matching:
-        return int(_optional("instseg.cli.eval_matching", "run_matching", "--matching")(args))  # type: ignore[operator]
+        from instseg.cli.eval_matching import run_matching
+
+        return run_matching(args)
     if args.analysis:
-        fn = _optional("instseg.evaluation.analysis", "run_analysis_cli", "--analysis")
-        return int(fn(args))  # type: ignore[operator]
+        from instseg.cli.eval_matching import run_analysis_cli
+
+        return run_analysis_cli(args)
     if not args.gt or not args.pred:
         print("instseg eval: error: GT.json and PRED.json are required", file=sys.stderr)
         return 2

@@ -333,9 +333,3 @@ def analyze(
     oracle = {"AP": float(oracle_ap[0]), "AP50": float(oracle_ap[1])}
     return AnalysisResult(iou_type, summary, size, occlusion, errors, oracle, occ)
 
-
-def run_analysis_cli(args: Any) -> int:
-    """``instseg eval GT PRED --analysis`` (``args.gt, args.pred, args.iou_type, args.plots, args.json``)."""
-    from instseg.cli.eval_matching import run_analysis_cli as run
-
-    return int(run(args))

@@ -90,19 +90,14 @@ def test_eval_process_stays_light(files: tuple) -> None:
     assert out.stdout.strip().splitlines()[-1] == "[] 0"
 
 
-def test_matching_and_analysis_flags_dispatch(files: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import types
+def test_matching_flag_runs(files: tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "m.json"
+    assert main(["eval", str(files[0]), str(files[1]), "--matching", "--iou", "0.7", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {"precision", "recall", "f1", "tp", "fp", "fn"} <= set(data)
+    assert "IoU 0.7: precision" in capsys.readouterr().out
 
-    seen: dict = {}
-    fake = types.ModuleType("instseg.cli.eval_matching")
-    fake.run_matching = lambda args: seen.setdefault("matching", args.iou) and 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "instseg.cli.eval_matching", fake)
-    assert main(["eval", str(files[0]), str(files[1]), "--matching", "--iou", "0.7"]) == 0
-    assert seen["matching"] == 0.7
-    fake_a = types.ModuleType("instseg.evaluation.analysis")
-    fake_a.run_analysis_cli = lambda args: 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "instseg.evaluation.analysis", fake_a)
-    assert main(["eval", str(files[0]), str(files[1]), "--analysis"]) == 3
-    monkeypatch.setitem(sys.modules, "instseg.cli.eval_matching", None)
-    assert main(["eval", str(files[0]), str(files[1]), "--matching"]) == 1
-    assert "--matching is not available" in capsys.readouterr().err
+
+def test_model_flag_needs_data(capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "--model", "somewhere"]) == 2
+    assert "--model needs --data" in capsys.readouterr().err

@@ -18,8 +18,11 @@ import warnings
 COMMANDS: dict[str, str] = {
     "info": "info",
     "convert": "convert",
-    "demo": "demo",
     "eval": "eval",
+    "demo": "demo",
+    "train": "train",
+    "predict": "predict",
+    "models": "models",
 }
 
 

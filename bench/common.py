@@ -1,0 +1,318 @@
+"""Shared helpers of the accuracy benchmarks (``train_pennfudan.py``, ``train_nuclei.py``).
+
+* data: a shared dataset, split 80/20 with ``InstanceDataset.split(0.2, seed=0)`` (a seeded
+  shuffle of the image list, the same every run);
+* "ours": ``instseg train`` (the CLI's own argument parser and ``run``, in this process), no
+  validation set during training so the whole budget trains; evaluation after the budget;
+* scoring: segm AP / AP50 / AP75 (COCO, maxDets 100, our evaluator), AP at maxDets 1000, and
+  F1 / precision / recall at IoU 0.5 of the detections scoring >= ``F1_SCORE_THRESHOLD``;
+* a plain table and a JSON file.
+
+Every training gets the same wall-clock budget and ``torch.set_num_threads(threads)``;
+evaluation is timed separately and not counted in the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/x.py` from anywhere imports this checkout
+    sys.path.insert(0, str(REPO))
+
+from instseg.data.dataset import InstanceDataset  # noqa: E402
+
+#: detections scoring below this are ignored by the F1 / precision / recall figures
+F1_SCORE_THRESHOLD = 0.5
+VAL_FRACTION, SPLIT_SEED = 0.2, 0
+
+
+def data_root() -> Path:
+    """``$INSTSEG_DATA`` or ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("INSTSEG_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_split(name: str, data: str | None = None) -> tuple[InstanceDataset, InstanceDataset]:
+    """``(train, val)`` of a shared dataset: ``split(0.2, seed=0)`` (deterministic)."""
+    from instseg.data.formats import load_dataset
+
+    path = Path(data) if data else data_root() / name
+    if not path.exists():
+        raise SystemExit(f"dataset not found: {path} (pass --data or set INSTSEG_DATA)")
+    return load_dataset(path).split(VAL_FRACTION, seed=SPLIT_SEED)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str) -> None:
+    """``--minutes --out --methods --model --threads --seed --data --augment``."""
+    p.add_argument("--minutes", type=float, default=15.0, help="training budget per method")
+    p.add_argument("--out", required=True, help="folder for checkpoints, logs and results.json")
+    p.add_argument("--methods", default=methods, help=f"comma-separated subset of {methods}")
+    p.add_argument(
+        "--model", default=None, help="our zoo model (default: the recommended Mask R-CNN)"
+    )
+    p.add_argument(
+        "--solov2-model", default=None, help="zoo model of the solov2 method (default: recommended)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads of every method")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="dataset folder (default: the shared copy)")
+    p.add_argument("--augment", default=augment, help="`instseg train --augment` preset for ours")
+    p.add_argument(
+        "--max-val", type=int, default=None, help="evaluate on the first N val images (smoke tests)"
+    )
+
+
+def parse_methods(text: str, known: Sequence[str]) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        raise SystemExit(f"--methods: unknown {bad}; choose from {','.join(known)}")
+    return methods
+
+
+def recommended(family: str) -> str:
+    """The zoo's recommended (CPU default) model of ``family``."""
+    from instseg.models.zoo import MODELS
+
+    names = [n for n, s in MODELS.items() if s.family == family and s.recommended]
+    if not names:
+        raise SystemExit(f"the zoo has no recommended {family} model")
+    return names[0]
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+# -- ours: `instseg train` ------------------------------------------------------------------
+def train_ours(
+    train_set: InstanceDataset,
+    model_name: str,
+    out: Path,
+    minutes: float,
+    seed: int = 0,
+    augment: str = "default",
+    extra_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train ``model_name`` with ``instseg train`` (its parser and ``run``, this process).
+
+    The training split is written to ``out/train.json`` (image paths relative to it) and
+    passed as ``--data``. Returns ``{"command", "train_s", "steps", "checkpoint"}``.
+    """
+    from instseg.cli import train as train_cli
+    from instseg.engine.checkpoint import load_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    data_json = train_set.save_coco(out / "train.json")
+    argv = ["--data", str(data_json), "--model", model_name, "--out", str(out),
+            "--time-budget", f"{minutes:g}", "--seed", str(seed), "--augment", augment,
+            "--no-progress", "--device", "cpu", *extra_args]  # fmt: skip
+    parser = argparse.ArgumentParser(prog="instseg train")
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    rc = train_cli.run(args)
+    train_s = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"instseg train exited with {rc}")
+    ck = load_checkpoint(out / "last.pt")
+    return {
+        "command": "instseg train " + shlex.join(argv),
+        "train_s": train_s,
+        "steps": int(ck["step"]),
+        "checkpoint": str(out / "last.pt"),
+        "config": ck["config"],
+    }
+
+
+def predict_checkpoint(path: Path, dataset: InstanceDataset) -> list[dict[str, Any]]:
+    """COCO results of a trained instseg checkpoint on ``dataset`` (CPU)."""
+    from instseg.engine.checkpoint import load_model
+    from instseg.engine.evaluate import predict_dataset
+
+    model, meta = load_model(path, device="cpu")
+    return predict_dataset(model, dataset, device="cpu", label_to_cat_id=meta.get("cat_ids"))
+
+
+# -- scoring --------------------------------------------------------------------------------
+def score(
+    val: InstanceDataset, results: list[dict[str, Any]], f1: bool = False
+) -> dict[str, float]:
+    """segm ``AP AP50 AP75`` (COCO, maxDets 100) + ``AP_1000`` (maxDets 1000) and, with ``f1``,
+    ``F1 precision recall`` at IoU 0.5 over detections with score >= ``F1_SCORE_THRESHOLD``."""
+    from instseg.engine.evaluate import coco_summary
+    from instseg.evaluation.coco_eval import evaluate
+    from instseg.evaluation.cocoeval_accumulate import summarize_value
+    from instseg.evaluation.matching_dataset import evaluate_coco_matching
+
+    gt = val.to_coco()
+    s = coco_summary(gt, results, "segm")
+    out = {"AP": s["AP"], "AP50": s["AP50"], "AP75": s["AP75"], "detections": float(len(results))}
+    segm = [r for r in results if "segmentation" in r]
+    out["AP_1000"] = 0.0
+    if segm:  # the 12 COCO stats fix maxDets at 100 for AP: read the 1000 column directly
+        r = evaluate(gt, segm, "segm", max_dets=(1, 100, 1000))
+        out["AP_1000"] = summarize_value(
+            r.precision, r.recall, r.iou_thresholds, r.area_labels, r.max_dets, max_det=1000
+        )
+    if f1:
+        rep = evaluate_coco_matching(
+            gt, segm, thresholds=(0.5,), score_threshold=F1_SCORE_THRESHOLD, semantic=False
+        )
+        st = rep.at(0.5)
+        out.update(F1=st.f1, precision=st.precision, recall=st.recall)
+    return out
+
+
+def timed(fn: Callable[[], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], float]:
+    t0 = time.perf_counter()
+    res = fn()
+    return res, time.perf_counter() - t0
+
+
+# -- report ---------------------------------------------------------------------------------
+def table(rows: list[dict[str, Any]], f1: bool) -> str:
+    """``method | segm AP | AP50 | (F1@0.5) | train min | steps`` (AP in [0, 1])."""
+    cols = ["method", "segm AP", "AP50"] + (["F1@0.5"] if f1 else []) + ["train min", "steps"]
+
+    def cell(row: dict[str, Any], col: str) -> str:
+        if col == "method":
+            return str(row["method"])
+        if col == "train min":
+            return "-" if row.get("train_s") is None else f"{row['train_s'] / 60:.1f}"
+        if col == "steps":
+            return "-" if row.get("steps") is None else str(row["steps"])
+        key = {"segm AP": "AP", "AP50": "AP50", "F1@0.5": "F1"}[col]
+        return f"{row[key]:.3f}" if key in row else "-"
+
+    body = [[cell(r, c) for c in cols] for r in rows]
+    widths = [
+        max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)
+    ]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cols), sep, *(line(b) for b in body)])
+
+
+def finish(
+    out: Path, bench: str, rows: list[dict[str, Any]], f1: bool, meta: dict[str, Any]
+) -> Path:
+    """Print the table and the command; write ``out/results.json``."""
+    command = "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    print(f"\n{bench}: {meta.get('n_train')} train / {meta.get('n_val')} val images, "
+          f"{meta.get('minutes')} min per method, {meta.get('threads')} threads")  # fmt: skip
+    print(table(rows, f1))
+    print(f"command: {command}")
+    path = out / "results.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"bench": bench, "command": command, **meta, "results": rows}, indent=1)
+    )
+    print(f"wrote {path}")
+    return path
+
+
+# -- the benchmark loop ---------------------------------------------------------------------
+def add_reference_arguments(p: argparse.ArgumentParser) -> None:
+    """Settings of torchvision's reference Mask R-CNN (see ``baselines.py``)."""
+    p.add_argument(
+        "--ref-backbone",
+        default="resnet18",
+        help="resnet18 (as our CPU default) or mobilenet_v3_large",
+    )
+    p.add_argument(
+        "--ref-min-size",
+        type=int,
+        default=512,
+        help="torchvision short-side resize (our r18 variant's default; tv's is 800)",
+    )
+    p.add_argument("--ref-max-size", type=int, default=853)
+    p.add_argument("--ref-lr", type=float, default=0.005, help="SGD lr for batch 2")  # fmt: skip
+
+
+def run_method(
+    method: str,
+    args: argparse.Namespace,
+    train_set: InstanceDataset,
+    val_set: InstanceDataset,
+    f1: bool,
+) -> dict[str, Any]:
+    """Train (within ``args.minutes``) and score one method -> a result row."""
+    import gc
+
+    import torch
+
+    out = Path(args.out) / method
+    row: dict[str, Any] = {"method": method}
+    print(f"\n== {method}: {args.minutes:g} min budget, {args.threads} threads", flush=True)
+    torch.manual_seed(args.seed)
+    if method in ("ours", "solov2"):
+        family = "maskrcnn" if method == "ours" else "solov2"
+        name = (args.model if method == "ours" else args.solov2_model) or recommended(family)
+        info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment)
+        results, eval_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set))
+        row.update(method=f"{method} ({name})", **info)
+    elif method == "reference":
+        from bench.baselines import predict_torchvision, torchvision_maskrcnn, train_reference
+        from instseg.models.autoconfig import DatasetSizeStats, suggest_config
+
+        dets = int(
+            suggest_config(DatasetSizeStats.from_dataset(train_set)).get("max_detections", 100)
+        )
+        settings = {"backbone": args.ref_backbone, "min_size": args.ref_min_size,
+                    "max_size": args.ref_max_size, "box_detections_per_img": dets}  # fmt: skip
+        model = torchvision_maskrcnn(
+            len(train_set.categories), args.ref_backbone, args.ref_min_size, args.ref_max_size,
+            box_detections_per_img=dets,
+        )  # fmt: skip
+        info = train_reference(model, train_set, args.minutes, out, lr=args.ref_lr, seed=args.seed)
+        results, eval_s = timed(lambda: predict_torchvision(model, val_set))
+        row.update(method=f"reference (torchvision {args.ref_backbone})", settings=settings,
+                   lr=args.ref_lr, **info)  # fmt: skip
+        del model
+    elif method == "watershed":
+        from bench.baselines import watershed_results
+
+        results, eval_s = timed(lambda: watershed_results(val_set))
+        row.update(method="watershed (no training)", train_s=None, steps=None)
+    else:
+        raise ValueError(method)
+    row.update(score(val_set, results, f1=f1), eval_s=eval_s)
+    gc.collect()
+    shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, float)}
+    print(f"== {row['method']}: {shown}", flush=True)
+    return row
+
+
+def run_benchmark(
+    bench: str, dataset: str, args: argparse.Namespace, known: Sequence[str], f1: bool
+) -> list[dict[str, Any]]:
+    """Split ``dataset``, run every method of ``args.methods`` in turn, print and save."""
+    methods = parse_methods(args.methods, known)
+    set_threads(args.threads)
+    train_set, val_set = load_split(dataset, args.data)
+    if args.max_val:
+        val_set = val_set.subset(list(range(min(args.max_val, len(val_set)))))
+    rows = []
+    for method in methods:
+        try:
+            rows.append(run_method(method, args, train_set, val_set, f1))
+        except Exception as err:  # noqa: BLE001 - one broken method must not lose the others
+            print(f"== {method} failed: {type(err).__name__}: {err}", flush=True)
+            rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
+    meta = {"dataset": dataset, "n_train": len(train_set), "n_val": len(val_set),
+            "val_image_ids": [r.id for r in val_set.images], "split": "split(0.2, seed=0)",
+            "minutes": args.minutes, "threads": args.threads,
+            "f1_score_threshold": F1_SCORE_THRESHOLD if f1 else None}  # fmt: skip
+    finish(Path(args.out), bench, rows, f1, meta)
+    return rows

@@ -1,0 +1,142 @@
+"""Predict instances with a trained model: on a dataset, or on files, folders, globs and videos.
+
+    instseg predict --data GT.json --model DIR --out P
+    instseg predict SOURCE [SOURCE ...] --model DIR --out P
+
+``--data`` writes ``P/results.json``: a COCO results list over every image of the dataset
+(its image ids; category ids mapped back from the model's labels; segmentation as compressed
+RLE; bbox xywh; score), so ``instseg eval GT.json P/results.json`` just works.
+``SOURCE`` (image files, folders, globs, videos) writes ``results.json`` + ``images.json``
+(id -> file), 16-bit label images, overlays and ``instances.csv``; bad inputs are listed at
+the end and make the exit code 1. ``--model`` is a checkpoint file or a training folder
+(best.pt, else last.pt).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source", nargs="*", metavar="SOURCE", help="image files, folders, globs or videos"
+    )
+    p.add_argument(
+        "--data", default=None, metavar="DATA", help="dataset whose images to predict (any format)"
+    )
+    p.add_argument(
+        "--model", required=True, metavar="MODEL", help="checkpoint file or training folder"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (results.json)")
+    p.add_argument("--format", "-f", default=None, help="dataset format (detected when omitted)")
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="folder that COCO file_name entries are relative to",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument(
+        "--score-threshold", type=float, default=None, help="drop detections below this score"
+    )
+    p.add_argument("--max-detections", type=int, default=None, help="detections kept per image")
+    g = p.add_argument_group("SOURCE mode")
+    g.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    g.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    g.add_argument("--tile", type=int, default=None, metavar="N", help="tile images larger than N px")
+    g.add_argument("--tile-overlap", type=int, default=128, metavar="N", help="tile overlap (px)")
+    g.add_argument("--video-stride", type=int, default=1, metavar="K", help="every K-th video frame")
+    g.add_argument("--no-labels", action="store_true", help="do not write label images")
+    g.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
+    g.add_argument("--no-csv", action="store_true", help="do not write instances.csv")
+    g.add_argument("--semantic", action="store_true", help="also write semantic label maps")
+
+
+def load_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``(model, meta, device)`` from ``--model``/``--device``/threshold options."""
+    import torch
+
+    from instseg.engine.checkpoint import load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_model(args.model, device=device)
+    if args.score_threshold is not None:
+        model.score_threshold = args.score_threshold
+    if args.max_detections is not None:
+        model.max_detections = args.max_detections
+    return model, meta, device
+
+
+def predict_data(args: argparse.Namespace) -> int:
+    """``--data``: predict every image of a dataset -> ``OUT/results.json``."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from instseg.data.formats import load_dataset
+    from instseg.engine.evaluate import check_categories, predict_dataset
+
+    model, meta, device = load_predictor(args)
+    dataset = load_dataset(args.data, format=args.format, images_dir=args.images)
+    cat_ids = meta.get("cat_ids")
+    if dataset.categories:
+        check_categories(meta, dataset, args.data)
+    results = predict_dataset(
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        device=device,
+        progress=sys.stderr.isatty(),
+        label_to_cat_id=cat_ids,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results))
+    tmp.replace(out / "results.json")
+    print(f"wrote {out / 'results.json'}: {len(results)} detections on {len(dataset)} images")
+    return 0
+
+
+def predict_sources(args: argparse.Namespace) -> int:
+    """``SOURCE ...``: predict files / folders / globs / videos into ``--out``."""
+    import sys
+
+    from instseg.inference import Predictor, run_batch
+
+    predictor = Predictor(
+        args.model,
+        device=args.device,
+        score_threshold=args.score_threshold,
+        max_detections=args.max_detections,
+        batch_size=args.batch_size,
+    )
+    report = run_batch(
+        predictor,
+        args.source if len(args.source) > 1 else args.source[0],
+        args.out,
+        overwrite=args.overwrite,
+        write_labels=not args.no_labels,
+        write_overlays=not args.no_overlays,
+        write_csv=not args.no_csv,
+        write_semantic=args.semantic,
+        progress=sys.stderr.isatty(),
+        recursive=args.recursive,
+        video_stride=args.video_stride,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+    )
+    print(report.summary(), file=sys.stderr)
+    return report.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    if bool(args.data) == bool(args.source):
+        print("instseg predict: error: give either SOURCE ... or --data DATA", file=sys.stderr)
+        return 2
+    return predict_data(args) if args.data else predict_sources(args)

@@ -1,0 +1,269 @@
+"""Train a model of the zoo on a dataset in any format; writes DIR/last.pt, DIR/best.pt, logs.
+
+    instseg train --data TRAIN --model NAME --out DIR --time-budget MIN [--val VAL] ...
+
+The schedule length is ``--steps``, else ``--epochs``, else derived from ``--time-budget``
+(counted from the command's start; the first steps and the first evaluation are timed and
+the cosine schedule is sized to end at the budget); with ``--steps``/``--epochs`` the budget
+is a hard stop. Defaults adapt to the data (input scale, anchors: ``instseg.models.autoconfig``)
+and to the model (the zoo's recommended optimizer, lr, warm-up, clipping). ``--resume``
+continues DIR/last.pt exactly. Ctrl-C saves DIR/last.pt and exits (code 130).
+Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m instseg train ...`` (see
+``instseg.engine.distributed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="TRAIN",
+        help="training set (any format `instseg convert` reads)",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help="zoo name (`instseg models`), or a checkpoint to fine-tune",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="wall-clock budget in minutes",
+    )
+    p.add_argument(
+        "--val", default=None, metavar="VAL", help="validation set (segm AP picks best.pt)"
+    )
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="hold out this fraction of TRAIN as validation when --val is absent",
+    )
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="schedule length in epochs")
+    length.add_argument(
+        "--steps", type=int, default=None, help="schedule length in optimizer steps"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per step per process (default: the model's recipe)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="base learning rate (default: the recipe's, scaled by batch size)",
+    )
+    p.add_argument(
+        "--optimizer", choices=("adamw", "sgd"), default=None, help="default: the model's recipe"
+    )
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="linear warm-up steps (capped at 10%% of the run)",
+    )
+    p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: off)")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "fp16", "off"),
+        default="auto",
+        help="mixed precision on CUDA",
+    )
+    p.add_argument(
+        "--augment",
+        choices=("default", "lsj", "microscopy", "none"),
+        default="default",
+        help="augmentation preset",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="validation interval (default: per epoch, <= 8 times)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue DIR/last.pt exactly")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers per process")
+    p.add_argument("--format", "-f", default=None, help="dataset format (detected when omitted)")
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="folder that COCO file_name entries are relative to",
+    )
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad items with a warning instead of stopping",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _usage(msg: str) -> int:
+    import sys
+
+    print(f"instseg train: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    start = time.time()  # --time-budget counts from here: loading and model building included
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from instseg.cli.common import report_skipped
+    from instseg.data.formats import load_dataset
+    from instseg.engine.train import TrainConfig, train
+    from instseg.errors import DataError
+
+    if args.time_budget is None and args.epochs is None and args.steps is None:
+        return _usage("give --time-budget MIN, --epochs N or --steps N")
+    for name in ("time_budget", "epochs", "steps", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            return _usage(f"--{name.replace('_', '-')} must be positive")
+    if not 0.0 <= args.val_split < 1.0:
+        return _usage("--val-split must be in [0, 1)")
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    train_set = load_dataset(
+        args.data, format=args.format, images_dir=args.images, skip_invalid=args.skip_invalid
+    )
+    if len(train_set) == 0 or not train_set.categories:
+        raise DataError(args.data, None, "training set has no images or no categories")
+    val_set = None
+    if args.val:
+        val_set = load_dataset(
+            args.val, format=args.format, images_dir=args.images, skip_invalid=args.skip_invalid
+        )
+        if val_set.label_to_cat_id != train_set.label_to_cat_id:
+            raise DataError(
+                args.val,
+                "categories",
+                f"ids {val_set.label_to_cat_id} differ from the training set's {train_set.label_to_cat_id}",
+            )
+    elif args.val_split > 0:
+        train_set, val_set = train_set.split(args.val_split, seed=args.seed)
+    if main:
+        report_skipped(train_set.skipped + (val_set.skipped if val_set is not None else []))
+
+    torch.manual_seed(args.seed)  # reproducible initialisation (identical on every rank)
+    model, recipe = build_for_training(args, train_set)
+    out = Path(args.out)
+    hp = recipe
+    batch = args.batch_size or int(hp.get("batch_size", 2))
+    optimizer = args.optimizer or hp.get("optimizer", "adamw")
+    lr = args.lr
+    if lr is None and "lr" in hp and hp.get("optimizer", optimizer) == optimizer:
+        lr = (
+            float(hp["lr"])
+            * batch
+            * int(os.environ.get("WORLD_SIZE", "1"))
+            / int(hp.get("batch_size", batch))
+        )
+    clip = args.clip_grad if args.clip_grad is not None else hp.get("grad_clip", 10.0)
+    cfg = TrainConfig(
+        out_dir=out,
+        steps=args.steps,
+        epochs=args.epochs,
+        time_budget_min=args.time_budget,
+        batch_size=batch,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=args.weight_decay if args.weight_decay is not None else hp.get("weight_decay"),
+        schedule=args.schedule,
+        warmup_steps=args.warmup if args.warmup is not None else int(hp.get("warmup_iters", 200)),
+        clip_grad=clip or None,
+        amp=args.amp,
+        device=args.device,
+        seed=args.seed,
+        num_workers=args.workers,
+        augment=args.augment,
+        eval_every=args.eval_every,
+        resume=args.resume,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        clock_start=start,
+    )
+    if main:
+        n_val = len(val_set) if val_set is not None else 0
+        print(
+            f"model {model.config['name']} ({model.num_classes} classes) {json.dumps(model.config)}"
+        )
+        print(
+            f"data: {len(train_set)} train / {n_val} val images; batch {batch}, {optimizer}, lr {lr if lr is not None else 'default'}"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_args.json").write_text(
+            json.dumps(
+                {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                indent=1,
+                default=str,
+            )
+        )
+    try:
+        result = train(model, train_set, cfg, val_set)
+    finally:
+        from instseg.engine.distributed import cleanup
+
+        cleanup()
+    return 130 if result.reason == "interrupted" else 0
+
+
+def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-untyped-def]
+    """``(model, recipe)``: from DIR/last.pt on ``--resume``, a checkpoint, or the zoo + autoconfig."""
+    from pathlib import Path
+
+    from instseg.engine.checkpoint import load_checkpoint, load_model
+    from instseg.errors import DataError
+    from instseg.models.zoo import MODELS, build_model
+
+    last = Path(args.out) / "last.pt"
+    if args.resume and last.is_file():  # same architecture as the interrupted run
+        config = load_checkpoint(last)["config"]
+        spec = MODELS.get(config["name"])
+        return build_model(**config), dict(spec.hyperparams) if spec else {}
+    k = len(train_set.categories)
+    if args.model not in MODELS and Path(args.model).exists():  # fine-tune a trained model
+        model, meta = load_model(args.model)
+        if int(meta["config"]["num_classes"]) != k:
+            raise DataError(
+                args.model,
+                "num_classes",
+                f"model has {meta['config']['num_classes']} classes, the training set {k}",
+            )
+        spec = MODELS.get(meta["config"]["name"])
+        return model.train(), dict(spec.hyperparams) if spec else {}
+    if args.model not in MODELS:
+        raise DataError(
+            None,
+            "--model",
+            f"unknown model '{args.model}' (see `instseg models`) and no such checkpoint",
+        )
+    from instseg.models.autoconfig import suggest_for_model
+
+    spec = MODELS[args.model]
+    overrides = suggest_for_model(args.model, train_set)
+    return build_model(args.model, k, **overrides), dict(spec.hyperparams)

@@ -1,0 +1,165 @@
+"""Training augmentation on ``torchvision.transforms.v2``: boxes and masks move with the image.
+
+A transform is a callable ``(image uint8 (3, H, W), Instances) -> (image uint8 (3, H', W'),
+Instances)``. Instances stay in the image's pixel coordinates (boxes xyxy, masks bool
+``(N, H', W')``). After the geometric steps the boxes are recomputed from the masks (tight,
+x2/y2 exclusive) and instances whose mask became empty are dropped; crowd flags, labels
+and track ids follow their instances.
+
+Randomness comes from torch's global generator only, so
+:class:`instseg.data.loader.TrainingDataset` makes every sample's augmentation a function of
+``(seed, epoch, index)`` by seeding it in a forked RNG scope (exact resume, any worker count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from instseg.structures import Instances
+
+__all__ = ["AugmentConfig", "TrainTransform", "build_transform", "mask_boxes", "PRESETS"]
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings (all optional steps off when their value is 0 / False / None).
+
+    scale_range: image scale factor drawn uniformly (``(0.1, 2.0)`` is large-scale jitter).
+    crop_size: ``(H, W)`` upper bound of the random crop taken after scaling; ``None`` crops
+        to the original image size, so zoomed-in images keep their memory footprint.
+    """
+
+    hflip: bool = True
+    vflip: bool = False
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    crop_size: tuple[int, int] | None = None
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.0
+    min_area: int = 1
+
+
+#: named presets used by the CLI (``--augment``)
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(
+        hflip=False, scale_range=(1.0, 1.0), brightness=0, contrast=0, saturation=0
+    ),
+    "default": AugmentConfig(),
+    "lsj": AugmentConfig(scale_range=(0.1, 2.0)),
+    "microscopy": AugmentConfig(vflip=True, scale_range=(0.5, 2.0), saturation=0.0),
+}
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight xyxy boxes ``(N, 4)`` float32 of bool masks ``(N, H, W)``; x2/y2 exclusive, 0 if empty."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32)
+    rows = masks.any(dim=2).to(torch.uint8)  # (N, H)
+    cols = masks.any(dim=1).to(torch.uint8)  # (N, W)
+    y1 = rows.argmax(dim=1)
+    y2 = h - rows.flip(1).argmax(dim=1)
+    x1 = cols.argmax(dim=1)
+    x2 = w - cols.flip(1).argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
+    boxes[rows.sum(1) == 0] = 0
+    return boxes
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo if hi <= lo else lo + (hi - lo) * float(torch.rand(()))
+
+
+class TrainTransform:
+    """Flip(s) -> scale jitter -> random crop -> photometric jitter; see :class:`AugmentConfig`."""
+
+    def __init__(self, cfg: AugmentConfig | None = None) -> None:
+        self.cfg = cfg or AugmentConfig()
+        flips: list[v2.Transform] = []
+        if self.cfg.hflip:
+            flips.append(v2.RandomHorizontalFlip(0.5))
+        if self.cfg.vflip:
+            flips.append(v2.RandomVerticalFlip(0.5))
+        self.flips = v2.Compose(flips) if flips else None
+        c = self.cfg
+        self.color = (
+            v2.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue)
+            if (c.brightness or c.contrast or c.saturation or c.hue)
+            else None
+        )
+
+    def __call__(self, image: torch.Tensor, target: Instances) -> tuple[torch.Tensor, Instances]:
+        h, w = image.shape[-2:]
+        masks = (
+            target.masks
+            if target.masks is not None
+            else torch.zeros((len(target), h, w), dtype=torch.bool)
+        )
+        sample = {
+            "image": tv_tensors.Image(image),
+            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "boxes": tv_tensors.BoundingBoxes(target.boxes, format="XYXY", canvas_size=(h, w)),
+        }
+        if self.flips is not None:
+            sample = self.flips(sample)
+
+        s = _uniform(*self.cfg.scale_range)
+        if s != 1.0:
+            size = [max(1, round(h * s)), max(1, round(w * s))]
+            sample = {k: _resize(v, size) for k, v in sample.items()}
+
+        ch, cw = self.cfg.crop_size or (h, w)
+        nh, nw = sample["image"].shape[-2:]
+        ch, cw = min(ch, nh), min(cw, nw)
+        if (ch, cw) != (nh, nw):
+            top = int(torch.randint(0, nh - ch + 1, ()))
+            left = int(torch.randint(0, nw - cw + 1, ()))
+            sample = {k: F.crop(v, top, left, ch, cw) for k, v in sample.items()}
+
+        out_image = sample["image"].as_subclass(torch.Tensor)
+        if self.color is not None:
+            out_image = self.color(out_image)
+        new_masks = sample["masks"].as_subclass(torch.Tensor).to(torch.bool)
+        if target.masks is None:  # box-only ground truth: clip the moved boxes
+            boxes = F.clamp_bounding_boxes(sample["boxes"]).as_subclass(torch.Tensor)
+            keep = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) >= self.cfg.min_area
+            kept_masks = None
+        else:
+            keep = new_masks.flatten(1).sum(1) >= self.cfg.min_area
+            kept_masks = new_masks[keep]
+            boxes = mask_boxes(kept_masks)
+        out = Instances(
+            image_size=(int(out_image.shape[-2]), int(out_image.shape[-1])),
+            boxes=boxes if target.masks is not None else boxes[keep],
+            labels=target.labels[keep],
+            masks=kept_masks,
+            iscrowd=target.iscrowd[keep] if target.iscrowd is not None else None,
+            track_ids=target.track_ids[keep] if target.track_ids is not None else None,
+        )
+        return out_image.contiguous(), out
+
+
+def _resize(item: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Resize one tv_tensor (masks use nearest; empty mask stacks are rebuilt directly)."""
+    if isinstance(item, tv_tensors.Mask) and item.shape[0] == 0:
+        return tv_tensors.Mask(torch.zeros((0, *size), dtype=item.dtype))
+    return F.resize(item, size, antialias=True)
+
+
+def build_transform(preset: str | AugmentConfig | None = "default") -> TrainTransform | None:
+    """A :class:`TrainTransform` from a preset name or config; ``None``/"none" -> no augmentation."""
+    if preset is None or preset == "none":
+        return None
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(
+                f"unknown augmentation preset '{preset}' (known: {', '.join(PRESETS)})"
+            )
+        preset = PRESETS[preset]
+    return TrainTransform(preset)

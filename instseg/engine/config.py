@@ -1,0 +1,121 @@
+"""Training settings, the state callbacks see, the result, and the runtime helpers of the loop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instseg.data.transforms import AugmentConfig
+from instseg.errors import InstsegError
+
+__all__ = [
+    "StopSignals",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainingDiverged",
+    "amp_dtype",
+]
+
+
+class TrainingDiverged(InstsegError):
+    """The loss or the gradient became NaN/inf; the message says where and what was kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``steps`` > ``epochs`` > ``time_budget_min`` decide the schedule length."""
+
+    out_dir: str | Path
+    steps: int | None = None
+    epochs: int | None = None
+    time_budget_min: float | None = None
+    batch_size: int = 2  # per process
+    lr: float | None = None  # default: optim.DEFAULT_LR[optimizer] * global batch / 8
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float | None = None
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_steps: int = 200  # capped at a tenth of the run
+    clip_grad: float | None = 10.0
+    amp: str = "auto"  # auto (bf16 if supported, else fp16) | bf16 | fp16 | off; CUDA only
+    device: str | None = None  # default: cuda if available
+    seed: int = 0
+    num_workers: int | None = None
+    augment: str | AugmentConfig | None = "default"
+    eval_every: int | None = None  # steps; default: each epoch, at most ~8 evaluations
+    log_every: int = 10
+    save_every_min: float = 10.0
+    resume: bool = False
+    progress: bool = True
+    clock_start: float | None = None  # time.time() the budget counts from (default: train())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-/``weights_only``-safe copy (stored in checkpoints)."""
+        out = {}
+        for k, v in vars(self).items():
+            out[k] = (
+                asdict(v) if isinstance(v, AugmentConfig) else str(v) if isinstance(v, Path) else v
+            )
+        return out
+
+
+@dataclass
+class TrainState:
+    """What callbacks see after each step; a callback may set ``stop = True``."""
+
+    step: int
+    epoch: int
+    total_steps: int
+    lr: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, Any] | None = None
+    best_ap: float = -1.0
+    stop: bool = False
+
+
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    reason: str  # done | interrupted | time budget
+    best_ap: float
+    last_eval: dict[str, Any] | None
+    last_path: Path | None  # None on ranks > 0
+    best_path: Path | None
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``--amp`` on ``device`` (None: full precision; always on CPU)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+class StopSignals:
+    """SIGINT/SIGTERM set ``requested`` (finish the step, save, return); a 2nd SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -1,0 +1,204 @@
+"""``Predictor``: image files, PIL images, arrays or tensors in; ``Instances`` out.
+
+Every input becomes RGB uint8 ``(H, W, 3)`` the same way the datasets read images
+(:func:`instseg.data.io.read_image` / :func:`~instseg.data.io.to_rgb_uint8`: grayscale is
+repeated, alpha dropped, 16-bit / float stretched per image, EXIF orientation applied), then a
+float32 ``(3, H, W)`` tensor in [0, 1] goes to ``model.predict``. Results are ``Instances`` on
+the CPU in the (EXIF-rotated) input image's coordinates: boxes xyxy absolute pixels, masks
+bool ``(N, H, W)``, labels 0..K-1, scores sorted descending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from instseg.data.io import read_image, to_rgb_uint8
+from instseg.errors import DataError
+from instseg.structures import Instances
+
+__all__ = ["ImageInput", "Predictor", "load_input", "resolve_device"]
+
+ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> cuda when available, else cpu; a clear ValueError for a missing GPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available (use device='cpu')"
+        )
+    return dev
+
+
+def load_input(x: ImageInput) -> np.ndarray:
+    """Any supported input -> RGB uint8 ``(H, W, 3)`` (a tensor ``(3, H, W)`` float in [0, 1]
+    or uint8 is accepted too). Paths raise :class:`DataError` naming the file when unreadable."""
+    if isinstance(x, (str, Path)):
+        return read_image(x)
+    if isinstance(x, Image.Image):
+        img: Image.Image = ImageOps.exif_transpose(x) or x
+        if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
+            img = img.convert("RGB")
+        return to_rgb_uint8(np.asarray(img))
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        if t.is_floating_point():
+            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+        return to_rgb_uint8(t.numpy())
+    if isinstance(x, np.ndarray):
+        return to_rgb_uint8(x)
+    raise TypeError(
+        f"unsupported input type {type(x).__name__} (path, PIL image, numpy array or tensor)"
+    )
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [0, 1] on ``device``."""
+    arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:  # e.g. np.asarray(PIL image)
+        arr = arr.copy()
+    t = torch.from_numpy(arr).to(device)
+    return t.permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    """An ordinary CPU tensor (not an inference tensor, so callers may edit it in place)."""
+    return None if t is None else t.detach().cpu().clone()
+
+
+class Predictor:
+    """Run a contract-following model (``model.predict(list[Tensor]) -> list[Instances]``).
+
+    ``model_or_path``: an ``nn.Module``, or a checkpoint file / training folder (loaded with
+    :func:`instseg.engine.checkpoint.load_model`). ``score_threshold``, ``max_detections`` and
+    ``mask_threshold``, when given, are set on the model (it is changed in place) and the
+    returned instances are filtered by them as well. ``batch_size`` images go through one
+    forward pass. ``class_names`` / ``cat_ids`` (a label's dataset category id) default to the
+    checkpoint's, else ``"0".."K-1"`` and ``1..K``.
+    """
+
+    def __init__(
+        self,
+        model_or_path: torch.nn.Module | str | Path,
+        device: str | torch.device | None = None,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        batch_size: int = 1,
+        mask_threshold: float | None = None,
+        class_names: Sequence[str] | None = None,
+        cat_ids: Sequence[int] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.meta: dict[str, Any] = {}
+        if isinstance(model_or_path, torch.nn.Module):
+            model: Any = model_or_path.to(self.device)
+        else:
+            model, self.meta = self._load(model_or_path)
+        if not callable(getattr(model, "predict", None)):
+            raise TypeError(
+                f"{type(model).__name__} has no predict(images) method (see the model contract)"
+            )
+        model.eval()
+        self.model: Any = model
+        self.batch_size = int(batch_size)
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        for name, value in (
+            ("score_threshold", score_threshold),
+            ("max_detections", max_detections),
+            ("mask_threshold", mask_threshold),
+        ):
+            if value is not None and hasattr(model, name):
+                setattr(model, name, value)
+        k = int(getattr(model, "num_classes", 0) or 0)
+        names = class_names if class_names is not None else self.meta.get("class_names")
+        self.class_names: list[str] = (
+            [str(n) for n in names] if names else [str(i) for i in range(k)]
+        )
+        ids = cat_ids if cat_ids is not None else self.meta.get("cat_ids")
+        self.cat_ids: list[int] = (
+            [int(c) for c in ids] if ids else list(range(1, max(k, len(self.class_names)) + 1))
+        )
+
+    def _load(self, path: str | Path) -> tuple[Any, dict[str, Any]]:
+        p = Path(path)
+        if not p.exists():
+            try:
+                from instseg.models.zoo import MODELS
+            except ImportError:  # pragma: no cover - zoo not importable
+                MODELS = {}
+            if str(path) in MODELS:
+                raise DataError(
+                    path,
+                    None,
+                    "zoo models ship without trained weights; pass a checkpoint or a training folder",
+                )
+            raise DataError(p, None, "model checkpoint or training folder not found")
+        from instseg.engine.checkpoint import load_model
+
+        model, meta = load_model(p, device=self.device)
+        return model, meta
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", len(self.class_names)))
+
+    def __call__(self, x: ImageInput) -> Instances:
+        """Predict one image -> ``Instances`` in its own (EXIF-rotated) pixel coordinates."""
+        return self.predict_arrays([load_input(x)])[0]
+
+    def predict_batch(self, inputs: Sequence[ImageInput]) -> list[Instances]:
+        """Predict several images (any mix of input kinds and sizes), ``batch_size`` per pass."""
+        out: list[Instances] = []
+        for i in range(0, len(inputs), self.batch_size):
+            out += self.predict_arrays([load_input(x) for x in inputs[i : i + self.batch_size]])
+        return out
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Instances]:
+        """RGB uint8 ``(H, W, 3)`` arrays -> one ``Instances`` each, ``batch_size`` per pass."""
+        out: list[Instances] = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = images[i : i + self.batch_size]
+            with torch.inference_mode():
+                preds = self.model.predict([_to_tensor(im, self.device) for im in chunk])
+            if len(preds) != len(chunk):
+                raise RuntimeError(f"model returned {len(preds)} results for {len(chunk)} images")
+            out += [self._finish(p, im.shape[:2]) for p, im in zip(preds, chunk)]
+        return out
+
+    def _finish(self, pred: Instances, size: tuple[int, ...]) -> Instances:
+        h, w = int(size[0]), int(size[1])
+        if tuple(pred.image_size) != (h, w):
+            raise RuntimeError(
+                f"model returned image_size {pred.image_size} for an image of {(h, w)}"
+            )
+        inst = Instances(
+            image_size=(h, w),
+            boxes=_plain(pred.boxes),  # type: ignore[arg-type]
+            labels=_plain(pred.labels),  # type: ignore[arg-type]
+            scores=_plain(pred.scores),
+            masks=_plain(pred.masks),
+            track_ids=_plain(pred.track_ids),
+        )
+        if len(inst) and inst.scores is not None:
+            order = torch.argsort(inst.scores, descending=True, stable=True)
+            if not bool((order == torch.arange(len(inst))).all()):
+                inst = inst[order]
+        if self.score_threshold is not None:
+            inst = inst.filter(score_threshold=self.score_threshold)
+        if self.max_detections is not None and len(inst) > self.max_detections:
+            inst = inst[: self.max_detections]
+        return inst

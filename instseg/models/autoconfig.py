@@ -1,0 +1,205 @@
+"""Data-adaptive Mask R-CNN defaults from annotation statistics (no image decoding).
+
+``DatasetSizeStats.from_dataset(ds)`` summarises image sizes and object sizes;
+``suggest_config(stats)`` turns them into ``build_model`` overrides for the GroupNorm
+Mask R-CNN variants:
+
+* input scale: small objects are upsampled until the median object is >= 24 px and the
+  5th percentile >= 12 px at the input; large objects are downsampled (for speed) while the
+  median stays >= 96 px and the 5th percentile >= 32 px. When object sizes in pixels vary
+  less across images than object sizes relative to the image (microscopy, fixed optics),
+  every image gets the same scale (``input_scale``); otherwise torchvision's short-side
+  resize (``min_size``) is used. The long side is capped by ``max_input_size``.
+* anchors: one size per pyramid level, doubling from the 5th-percentile box size; P2
+  (stride 4) is dropped when even small objects are >= 48 px (a large saving on CPU).
+* aspect ratios from the boxes' h/w spread; detections / proposal budgets from the
+  number of instances per image (crowded nuclei images need 300+ detections).
+
+Sizes are ``sqrt(area)`` in pixels; ``mask_size`` from the mask area, ``box_size`` from
+the box (xywh on disk) area. Crowd annotations are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from instseg.data.dataset import InstanceDataset
+
+__all__ = ["DatasetSizeStats", "suggest_config", "suggest_for_model"]
+
+MEDIAN_MIN, SMALL_MIN = 24.0, 12.0  # upsample until objects reach these sizes
+MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
+
+
+@dataclass
+class DatasetSizeStats:
+    """Percentile summary of a dataset's image and object sizes (pixels)."""
+
+    num_images: int
+    num_instances: int
+    image_short_p50: float
+    image_long_p50: float
+    image_long_max: float
+    mask_size_p5: float
+    mask_size_p25: float
+    mask_size_p50: float
+    mask_size_p95: float
+    box_size_p5: float
+    box_size_p50: float
+    box_size_p95: float
+    aspect_p10: float  # box height / width
+    aspect_p50: float
+    aspect_p90: float
+    instances_per_image_p50: float
+    instances_per_image_max: int
+    #: std of log(per-image median object size): in pixels / relative to the short side
+    abs_size_spread: float
+    rel_size_spread: float
+
+    @classmethod
+    def from_arrays(
+        cls,
+        image_sizes: Sequence[tuple[int, int]],
+        objects: Sequence[Sequence[tuple[float, float, float]]],
+    ) -> DatasetSizeStats:
+        """``image_sizes[i] = (H, W)``; ``objects[i]`` = ``(mask_area, box_w, box_h)`` per
+        (non-crowd) instance of image ``i``."""
+        if len(image_sizes) != len(objects):
+            raise ValueError("image_sizes and objects must have the same length")
+        hw = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
+        short, long = hw.min(1), hw.max(1)
+        rows = [np.asarray(o, dtype=np.float64).reshape(-1, 3) for o in objects]
+        allo = np.concatenate(rows) if rows else np.zeros((0, 3))
+        allo = allo[(allo[:, 0] > 0) & (allo[:, 1] > 0) & (allo[:, 2] > 0)]
+        counts = np.array([len(r) for r in rows]) if rows else np.zeros(1)
+        mask = np.sqrt(allo[:, 0])
+        box = np.sqrt(allo[:, 1] * allo[:, 2])
+        aspect = allo[:, 2] / np.maximum(allo[:, 1], 1e-6)
+        per_abs, per_rel = [], []
+        for r, s in zip(rows, short):
+            r = r[r[:, 0] > 0]
+            if len(r):
+                med = float(np.median(np.sqrt(r[:, 0])))
+                per_abs.append(math.log(med))
+                per_rel.append(math.log(med / max(s, 1.0)))
+
+        def pct(a: np.ndarray, q: float) -> float:
+            return float(np.percentile(a, q)) if a.size else 0.0
+
+        return cls(
+            num_images=len(hw),
+            num_instances=int(len(allo)),
+            image_short_p50=pct(short, 50),
+            image_long_p50=pct(long, 50),
+            image_long_max=float(long.max()) if long.size else 0.0,
+            mask_size_p5=pct(mask, 5),
+            mask_size_p25=pct(mask, 25),
+            mask_size_p50=pct(mask, 50),
+            mask_size_p95=pct(mask, 95),
+            box_size_p5=pct(box, 5),
+            box_size_p50=pct(box, 50),
+            box_size_p95=pct(box, 95),
+            aspect_p10=pct(aspect, 10),
+            aspect_p50=pct(aspect, 50),
+            aspect_p90=pct(aspect, 90),
+            instances_per_image_p50=pct(counts, 50),
+            instances_per_image_max=int(counts.max()) if counts.size else 0,
+            abs_size_spread=float(np.std(per_abs)) if per_abs else 0.0,
+            rel_size_spread=float(np.std(per_rel)) if per_rel else 0.0,
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: InstanceDataset) -> DatasetSizeStats:
+        """Statistics from the annotations' ``area`` and ``bbox`` and the records' sizes."""
+        sizes = [(r.height, r.width) for r in ds.images]
+        objects = [
+            [(a.area, a.bbox[2], a.bbox[3]) for a in r.annotations if not a.iscrowd]
+            for r in ds.images
+        ]
+        return cls.from_arrays(sizes, objects)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _nice(x: float, step: float = 0.05) -> float:
+    return round(max(step, round(x / step) * step), 4)
+
+
+def suggest_config(stats: DatasetSizeStats, max_input_size: int = 1333) -> dict[str, Any]:
+    """``build_model`` overrides for a GN Mask R-CNN variant (``maskrcnn_r18_fpn`` ...).
+
+    Returns ``{}`` for a dataset without instances. Keys: ``input_scale`` or ``min_size``,
+    ``max_size``, ``min_level``, ``anchor_sizes``, ``aspect_ratios``, ``max_detections``,
+    ``rpn_pre_nms_top_n_test``, ``rpn_post_nms_top_n_test``, ``rpn_batch_size_per_image``,
+    ``box_batch_size_per_image`` (the last four only when images are crowded).
+    """
+    if stats.num_instances == 0 or stats.mask_size_p50 <= 0:
+        return {}
+    p5, p50 = max(stats.mask_size_p5, 1.0), stats.mask_size_p50
+    scale = max(MEDIAN_MIN / p50, SMALL_MIN / p5)
+    if scale < 1.0:
+        scale = min(1.0, max(scale, MEDIAN_KEEP / p50, SMALL_KEEP / p5))
+    scale = _nice(min(scale, 4.0))
+    cfg: dict[str, Any] = {}
+    if stats.abs_size_spread <= stats.rel_size_spread:
+        cfg["input_scale"] = scale
+        cfg["max_size"] = int(min(max_input_size, math.ceil(scale * stats.image_long_max)))
+    else:
+        short = scale * stats.image_short_p50
+        cfg["min_size"] = int(max(128, 32 * round(short / 32)))
+        ratio = stats.image_long_p50 / max(stats.image_short_p50, 1.0)
+        cfg["max_size"] = int(min(max_input_size, math.ceil(cfg["min_size"] * max(ratio, 1.0) * 1.5)))
+    # anchors: smallest = 5th-percentile box at the input, rounded to a power of two
+    small_box = max(stats.box_size_p5 * scale, 1.0)
+    base = int(2 ** min(6, max(3, round(math.log2(small_box)))))
+    min_level = 3 if small_box >= 48 else 2
+    levels = 6 - min_level + 1
+    if min_level == 3 and base < 64:
+        base = 64
+    cfg["min_level"] = min_level
+    cfg["anchor_sizes"] = [[base * 2**i] for i in range(levels)]
+    if stats.aspect_p10 < 0.4 or stats.aspect_p90 > 2.5:
+        lo, mid, hi = stats.aspect_p10, stats.aspect_p50, stats.aspect_p90
+        cfg["aspect_ratios"] = [_nice(lo, 0.25), _nice(mid, 0.25), _nice(hi, 0.25)]
+    # crowded images: more detections, proposals and RPN samples
+    dets = max(100, 50 * math.ceil(1.2 * stats.instances_per_image_max / 50))
+    cfg["max_detections"] = int(min(dets, 1000))
+    if cfg["max_detections"] > 100:
+        cfg["rpn_pre_nms_top_n_test"] = max(1000, 3 * cfg["max_detections"])
+        cfg["rpn_post_nms_top_n_test"] = max(1000, 3 * cfg["max_detections"])
+    if stats.instances_per_image_p50 > 20:
+        cfg["rpn_batch_size_per_image"] = 512
+        cfg["box_batch_size_per_image"] = 512
+    return cfg
+
+
+def suggest_for_model(name: str, ds: InstanceDataset, max_input_size: int = 1333) -> dict[str, Any]:
+    """Data-adaptive overrides for zoo model ``name`` (any family) from a training set.
+
+    Use as ``build_model(name, K, **{**suggest_for_model(name, ds), **user_overrides})``.
+    SOLOv2 names get ``suggest_solov2_config``; the torchvision-layout Mask R-CNN (fixed
+    P2-P6 anchors) gets only the input size and detection budgets.
+    """
+    from instseg.models.zoo import MODELS
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}")
+    family = MODELS[name].family
+    if family not in ("maskrcnn", "solov2"):
+        return {}  # a family without data-adaptive settings
+    stats = DatasetSizeStats.from_dataset(ds)
+    if family == "solov2":
+        from instseg.models.solov2_config import suggest_solov2_config
+
+        return suggest_solov2_config(stats, ds, max_input_size=max_input_size)
+    cfg = suggest_config(stats, max_input_size=max_input_size)
+    if name == "maskrcnn_r50_fpn_torchvision":
+        cfg = {k: v for k, v in cfg.items() if k not in ("min_level", "anchor_sizes")}
+    return cfg

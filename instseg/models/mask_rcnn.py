@@ -1,0 +1,497 @@
+"""Mask R-CNN on torchvision's detection components, with mode-independent ``losses``/``predict``.
+
+``MaskRCNN`` is torchvision's ``GeneralizedRCNN`` assembled exactly as
+``torchvision.models.detection.MaskRCNN`` assembles it (same submodule names, so torchvision
+state dicts load with ``strict=True``), plus:
+
+* ``losses(images, targets: list[Instances]) -> dict[str, Tensor]`` in train or eval mode;
+  crowd instances are ignored: anchors/proposals lying mostly (IoA >= ``crowd_ioa_threshold``)
+  inside a crowd box are neither positives nor negatives.
+* ``predict(images) -> list[Instances]`` in original image coordinates, masks thresholded.
+* a fixed-scale input mode (``input_scale``) besides torchvision's short-side resize.
+
+Images are float (3, H, W) RGB in [0, 1]; boxes xyxy absolute pixels; labels 0..K-1 (the
+torchvision detector inside uses K + 1 classes, 0 = background).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead as ConvFCHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.ops import MultiScaleRoIAlign, box_area
+
+from instseg.errors import DataError
+from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.structures import Instances
+
+__all__ = ["MaskRCNN", "build_gn_maskrcnn", "load_torchvision_maskrcnn", "maskrcnn_mnv3_fpn"]
+__all__ += ["maskrcnn_r18_fpn", "maskrcnn_r50_fpn", "maskrcnn_r50_fpn_torchvision"]
+
+
+def _ioa(boxes: Tensor, crowd: Tensor) -> Tensor:
+    """Intersection over the area of ``boxes`` (N, 4) with ``crowd`` (M, 4) -> (N, M)."""
+    lt = torch.max(boxes[:, None, :2], crowd[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], crowd[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    return wh[..., 0] * wh[..., 1] / box_area(boxes)[:, None].clamp(min=1e-6)
+
+
+class _CrowdAwareRPN(RegionProposalNetwork):
+    """RPN whose negatives exclude anchors inside crowd boxes (``target["crowd_boxes"]``)."""
+
+    crowd_ioa_threshold: float = 0.5
+
+    def assign_targets_to_anchors(
+        self, anchors: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        labels, matched = super().assign_targets_to_anchors(anchors, targets)
+        for lab, anchors_img, target in zip(labels, anchors, targets):
+            crowd = target.get("crowd_boxes")
+            if crowd is not None and crowd.numel() > 0:
+                inside = _ioa(anchors_img, crowd).amax(dim=1) >= self.crowd_ioa_threshold
+                lab[inside & (lab == 0)] = -1.0
+        return labels, matched
+
+
+class _CrowdAwareRoIHeads(RoIHeads):
+    """RoI heads whose background proposals exclude those inside crowd boxes."""
+
+    crowd_ioa_threshold: float = 0.5
+    _crowd: list[Tensor | None] | None = None
+
+    def select_training_samples(  # type: ignore[override]
+        self, proposals: list[Tensor], targets: list[dict[str, Tensor]] | None
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        self._crowd = [t.get("crowd_boxes") for t in targets] if targets is not None else None
+        try:
+            return super().select_training_samples(proposals, targets)
+        finally:
+            self._crowd = None
+
+    def assign_targets_to_proposals(  # type: ignore[override]
+        self, proposals: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        matched, labels = super().assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+        for i, (props, lab) in enumerate(zip(proposals, labels)):
+            crowd = self._crowd[i] if self._crowd is not None else None
+            if crowd is not None and crowd.numel() > 0:
+                inside = _ioa(props, crowd).amax(dim=1) >= self.crowd_ioa_threshold
+                lab[inside & (lab == 0)] = -1
+        return matched, labels
+
+
+class _Transform(GeneralizedRCNNTransform):
+    """torchvision's transform (short side -> ``min_size``, long side <= ``max_size``), or,
+    with ``input_scale``, a fixed scale factor for every image (long side still <= ``max_size``)."""
+
+    def __init__(
+        self,
+        min_size: int | Sequence[int],
+        max_size: int,
+        image_mean: list[float],
+        image_std: list[float],
+        input_scale: float | None = None,
+    ) -> None:
+        sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+        super().__init__(sizes, max_size, image_mean, image_std)
+        self.input_scale = input_scale
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        if self.input_scale is None:
+            return super().resize(image, target)
+        h, w = image.shape[-2:]
+        scale = min(float(self.input_scale), self.max_size / max(h, w))
+        image = F.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True
+        )[0]
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), tuple(image.shape[-2:]))
+        return image, target
+
+
+def _check_images(images: Sequence[Tensor]) -> None:
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
+            raise ValueError(
+                f"image {i}: expected a float (3, H, W) tensor in [0, 1], got "
+                f"{img.dtype} {tuple(img.shape)}"
+            )
+
+
+@contextlib.contextmanager
+def _training_flags(modules: Sequence[nn.Module], value: bool) -> Iterator[None]:
+    """Temporarily set ``.training`` on the given modules only (not their children)."""
+    old = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.training = value
+        yield
+    finally:
+        for m, flag in zip(modules, old):
+            m.training = flag
+
+
+class MaskRCNN(GeneralizedRCNN):
+    """Mask R-CNN for ``num_classes`` foreground classes (labels 0..K-1).
+
+    ``backbone`` returns an OrderedDict of FPN maps (``out_channels`` attribute); the RoI
+    pools read ``backbone.feature_names`` (default ``"0".."3"``). ``box_head``/``mask_head``
+    default to torchvision's (TwoMLPHead 1024, 4 x 256 convs, no norm); pass GN heads for
+    from-scratch training with ``box_head_dim``/``mask_head_dim`` their output widths.
+    ``anchor_sizes``: one list per feature map (default ``8 * stride``, torchvision's 32..512).
+    Other arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``, ``max_detections``
+    and ``mask_threshold`` are also attributes that can be changed after construction.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneWithFPN,
+        num_classes: int,
+        *,
+        box_head: nn.Module | None = None,
+        box_head_dim: int = 1024,
+        mask_head: nn.Module | None = None,
+        mask_head_dim: int = 256,
+        min_size: int | Sequence[int] = 800,
+        max_size: int = 1333,
+        input_scale: float | None = None,
+        image_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        image_std: Sequence[float] = (0.229, 0.224, 0.225),
+        anchor_sizes: Sequence[Sequence[int]] | None = None,
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        rpn_pre_nms_top_n_train: int = 2000,
+        rpn_pre_nms_top_n_test: int = 1000,
+        rpn_post_nms_top_n_train: int = 2000,
+        rpn_post_nms_top_n_test: int = 1000,
+        rpn_nms_thresh: float = 0.7,
+        rpn_fg_iou_thresh: float = 0.7,
+        rpn_bg_iou_thresh: float = 0.3,
+        rpn_batch_size_per_image: int = 256,
+        rpn_positive_fraction: float = 0.5,
+        box_nms_thresh: float = 0.5,
+        box_fg_iou_thresh: float = 0.5,
+        box_bg_iou_thresh: float = 0.5,
+        box_batch_size_per_image: int = 512,
+        box_positive_fraction: float = 0.25,
+        score_threshold: float = 0.05,
+        max_detections: int = 100,
+        mask_threshold: float = 0.5,
+        crowd_ioa_threshold: float = 0.5,
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        channels = int(backbone.out_channels)
+        names = list(getattr(backbone, "feature_names", ["0", "1", "2", "3"]))
+        strides = list(getattr(backbone, "strides", [4, 8, 16, 32, 64]))
+        if anchor_sizes is None:
+            anchor_sizes = [[8 * s] for s in strides]
+        sizes = tuple(tuple(int(a) for a in level) for level in anchor_sizes)
+        if len(sizes) != len(strides) or len({len(s) for s in sizes}) != 1:
+            raise ValueError(
+                f"anchor_sizes needs {len(strides)} levels (strides {strides}) of equal length, "
+                f"got {[list(s) for s in sizes]}"
+            )
+        anchors = AnchorGenerator(sizes, (tuple(float(r) for r in aspect_ratios),) * len(sizes))
+        rpn = _CrowdAwareRPN(
+            anchors,
+            RPNHead(channels, anchors.num_anchors_per_location()[0]),
+            rpn_fg_iou_thresh,
+            rpn_bg_iou_thresh,
+            rpn_batch_size_per_image,
+            rpn_positive_fraction,
+            {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
+            {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
+            rpn_nms_thresh,
+            score_thresh=0.0,
+        )
+        if box_head is None:
+            box_head, box_head_dim = TwoMLPHead(channels * 7 * 7, 1024), 1024
+        if mask_head is None:
+            mask_head, mask_head_dim = MaskRCNNHeads(channels, [256] * 4, 1), 256
+        roi_heads = _CrowdAwareRoIHeads(
+            MultiScaleRoIAlign(names, 7, 2),
+            box_head,
+            FastRCNNPredictor(box_head_dim, num_classes + 1),
+            box_fg_iou_thresh,
+            box_bg_iou_thresh,
+            box_batch_size_per_image,
+            box_positive_fraction,
+            None,
+            score_threshold,
+            box_nms_thresh,
+            max_detections,
+            mask_roi_pool=MultiScaleRoIAlign(names, 14, 2),
+            mask_head=mask_head,
+            mask_predictor=MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes + 1),
+        )
+        rpn.crowd_ioa_threshold = roi_heads.crowd_ioa_threshold = crowd_ioa_threshold
+        transform = _Transform(min_size, max_size, list(image_mean), list(image_std), input_scale)
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.num_classes = num_classes
+        self.mask_threshold = mask_threshold
+        self.config: dict[str, Any] = {}
+
+    # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
+    @property
+    def score_threshold(self) -> float:
+        return float(self.roi_heads.score_thresh)
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self.roi_heads.score_thresh = float(value)
+
+    @property
+    def max_detections(self) -> int:
+        return int(self.roi_heads.detections_per_img)
+
+    @max_detections.setter
+    def max_detections(self, value: int) -> None:
+        self.roi_heads.detections_per_img = int(value)
+
+    # -- training ---------------------------------------------------------------------------
+    def _prepare_targets(
+        self, images: list[Tensor], targets: list[Instances]
+    ) -> tuple[Any, list[dict[str, Tensor]]]:
+        """Resize images/boxes/masks like torchvision; split off crowd boxes."""
+        if len(images) != len(targets):
+            raise ValueError(f"losses: {len(images)} images but {len(targets)} targets")
+        raw = []
+        for img, t in zip(images, targets):
+            if t.masks is None:
+                raise ValueError("Mask R-CNN needs masks in every target Instances")
+            if tuple(t.image_size) != tuple(img.shape[-2:]):
+                raise ValueError(f"target size {t.image_size} != image size {tuple(img.shape[-2:])}")
+            b = t.boxes.to(img.device, torch.float32)
+            crowd = t.iscrowd if t.iscrowd is not None else torch.zeros(len(t), dtype=torch.bool)
+            keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            raw.append({"boxes": b[keep], "iscrowd": crowd.to(img.device)[keep], "keep": keep})
+        image_list, raw = self.transform(images, raw)
+        out = []
+        for t, d, size in zip(targets, raw, image_list.image_sizes):
+            crowd = d["iscrowd"]
+            assert t.masks is not None
+            masks = t.masks[d["keep"].cpu()][~crowd.cpu()].to(image_list.tensors.device)
+            if masks.shape[0] > 0:
+                masks = F.interpolate(masks[:, None].to(torch.uint8), size=size)[:, 0]
+            else:
+                masks = torch.zeros((0, *size), dtype=torch.uint8, device=masks.device)
+            labels = t.labels.to(crowd.device)[d["keep"]][~crowd] + 1
+            out.append(
+                {
+                    "boxes": d["boxes"][~crowd],
+                    "labels": labels,
+                    "masks": masks,
+                    "crowd_boxes": d["boxes"][crowd],
+                }
+            )
+        return image_list, out
+
+    def losses(self, images: list[Tensor], targets: list[Instances]) -> dict[str, Tensor]:
+        """Scalar losses ``loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg,
+        loss_mask`` for float images (3, H, W) in [0, 1] (moved to the model's device) and
+        their ground truth (any device).
+
+        Train or eval mode alike: the backbone and the input resize follow the module mode
+        (eval: fixed input size, a validation loss), the RPN/RoI heads always sample targets.
+        """
+        _check_images(images)
+        device = next(self.parameters()).device
+        images = [im.to(device) for im in images]
+        image_list, tv_targets = self._prepare_targets(images, targets)
+        features = self.backbone(image_list.tensors)
+        with _training_flags([self.rpn, self.roi_heads], True):
+            proposals, rpn_losses = self.rpn(image_list, features, tv_targets)
+            _, det_losses = self.roi_heads(features, proposals, image_list.image_sizes, tv_targets)
+        return {**rpn_losses, **det_losses}
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: list[Tensor], mask_chunk: int = 32) -> list[Instances]:
+        """One ``Instances`` per image, in its original coordinates (tensors on the CPU).
+
+        boxes xyxy, masks bool (N, H, W) (soft masks > ``mask_threshold``), labels 0..K-1,
+        scores descending. Same detections as torchvision's ``model(images)`` in eval mode.
+        """
+        if not images:
+            return []
+        _check_images(images)
+        device = next(self.parameters()).device
+        images = [im.to(device) for im in images]
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+            image_list, _ = self.transform(images)
+            features = self.backbone(image_list.tensors)
+            proposals, _ = self.rpn(image_list, features)
+            detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        finally:
+            for m, flag in modes:
+                m.training = flag
+        out = []
+        for det, in_size, size in zip(detections, image_list.image_sizes, sizes):
+            boxes = resize_boxes(det["boxes"], in_size, size)
+            order = torch.sort(det["scores"], descending=True, stable=True).indices
+            boxes, soft = boxes[order], det["masks"][order]
+            masks = torch.zeros((len(boxes), *size), dtype=torch.bool)
+            for i in range(0, len(boxes), mask_chunk):
+                pasted = paste_masks_in_image(soft[i : i + mask_chunk], boxes[i : i + mask_chunk], size)
+                masks[i : i + mask_chunk] = (pasted[:, 0] > self.mask_threshold).cpu()
+            out.append(
+                Instances(
+                    image_size=size,
+                    boxes=boxes.cpu(),
+                    labels=(det["labels"][order] - 1).cpu(),
+                    scores=det["scores"][order].cpu(),
+                    masks=masks,
+                )
+            )
+        return out
+
+
+# -- variants ---------------------------------------------------------------------------------
+#: architecture defaults of the from-scratch (GroupNorm everywhere) variants; any key, and any
+#: ``MaskRCNN`` argument, can be overridden through ``build_model(name, K, **overrides)``.
+GN_VARIANTS: dict[str, dict[str, Any]] = {
+    "maskrcnn_r50_fpn": {"backbone": "resnet50", "fpn_channels": 256, "box_convs": 4,
+                         "box_fc": 1024, "mask_convs": 4, "min_size": 800, "max_size": 1333},
+    # CPU variants: a 2fc box head on 256 RoIs/image (the 2-conv head on 512 RoIs was half
+    # of all training FLOPs), 2-conv GN mask head
+    "maskrcnn_r18_fpn": {"backbone": "resnet18", "fpn_channels": 128, "box_convs": 0,
+                         "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
+                         "box_batch_size_per_image": 256},
+    "maskrcnn_mnv3_fpn": {"backbone": "mobilenet_v3", "fpn_channels": 96, "box_convs": 0,
+                          "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
+                          "box_batch_size_per_image": 256},
+}  # fmt: skip
+
+
+def _json_config(name: str, num_classes: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"name": name, "num_classes": int(num_classes), **json.loads(json.dumps(overrides))}
+    except TypeError as err:
+        raise TypeError(f"{name}: overrides must be JSON-serialisable ({err})") from None
+
+
+def build_gn_maskrcnn(
+    name: str,
+    num_classes: int,
+    *,
+    backbone: str = "resnet18",
+    min_level: int = 2,
+    fpn_channels: int = 128,
+    width_mult: float = 1.0,
+    box_convs: int = 2,
+    box_fc: int = 512,
+    mask_convs: int = 2,
+    **model_kwargs: Any,
+) -> MaskRCNN:
+    """GroupNorm Mask R-CNN for training from scratch: GN backbone (``resnet18/34/50/101`` or
+    ``mobilenet_v3``), GN FPN on ``P{min_level}..P6``, GN conv box head (``box_convs`` x 3x3
+    + one fc of ``box_fc``; ``box_convs=0``: two fc), GN mask head (``mask_convs`` x 3x3),
+    all ``fpn_channels`` wide."""
+    if backbone == "mobilenet_v3":
+        body = mobilenet_v3_fpn(width_mult, "gn", min_level, fpn_channels)
+    else:
+        body = resnet_fpn(backbone, "gn", min_level, fpn_channels)
+    c = fpn_channels
+    fcs = [box_fc] if box_convs else [box_fc, box_fc]
+    box_head = ConvFCHead((c, 7, 7), [c] * box_convs, fcs, norm_layer=group_norm)
+    mask_head = MaskRCNNHeads(c, [c] * mask_convs, 1, norm_layer=group_norm)
+    model = MaskRCNN(
+        body, num_classes, box_head=box_head, box_head_dim=box_fc, mask_head=mask_head,
+        mask_head_dim=c, **model_kwargs,
+    )  # fmt: skip
+    predictor = model.roi_heads.box_predictor
+    nn.init.normal_(predictor.cls_score.weight, std=0.01)
+    nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
+    nn.init.zeros_(predictor.cls_score.bias)
+    nn.init.zeros_(predictor.bbox_pred.bias)
+    return model
+
+
+def _gn_variant(name: str, num_classes: int, overrides: dict[str, Any]) -> MaskRCNN:
+    model = build_gn_maskrcnn(name, num_classes, **{**GN_VARIANTS[name], **overrides})
+    model.config = _json_config(name, num_classes, overrides)
+    return model
+
+
+def maskrcnn_r50_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
+    """ResNet-50-FPN, GroupNorm everywhere, 4conv1fc box head, 256 channels (GPU)."""
+    return _gn_variant("maskrcnn_r50_fpn", num_classes, overrides)
+
+
+def maskrcnn_r18_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
+    """ResNet-18-FPN, GroupNorm everywhere, 128-channel FPN/mask head, 2fc box head: CPU."""
+    return _gn_variant("maskrcnn_r18_fpn", num_classes, overrides)
+
+
+def maskrcnn_mnv3_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
+    """MobileNetV3-Large-FPN (strides 4..32), GroupNorm everywhere, 96-channel FPN/heads."""
+    return _gn_variant("maskrcnn_mnv3_fpn", num_classes, overrides)
+
+
+def maskrcnn_r50_fpn_torchvision(num_classes: int = 90, **overrides: Any) -> MaskRCNN:
+    """Exactly torchvision's ``maskrcnn_resnet50_fpn`` (FrozenBN ResNet-50, FPN without norm,
+    TwoMLPHead, 4 x 256 mask head, 800/1333 input): its state dicts load with ``strict=True``.
+    ``num_classes`` counts foreground classes (torchvision's ``num_classes`` minus 1)."""
+    body = resnet_fpn("resnet50", "frozen_bn", 2, 256, trainable_layers=3)
+    model = MaskRCNN(body, num_classes, **overrides)
+    model.config = _json_config("maskrcnn_r50_fpn_torchvision", num_classes, overrides)
+    return model
+
+
+def load_torchvision_maskrcnn(
+    path_or_state_dict: str | Path | dict[str, Tensor],
+    num_classes: int | None = None,
+    **overrides: Any,
+) -> MaskRCNN:
+    """Load a torchvision ``maskrcnn_resnet50_fpn`` checkpoint (a state dict, or a dict with a
+    ``"model"`` state dict as torchvision's reference scripts save) into our ``MaskRCNN``.
+
+    ``num_classes`` is torchvision's count *including* background (91 for COCO); ``None``
+    reads it from the checkpoint. Our labels are torchvision's minus 1 (COCO: 0 = person).
+    ``overrides`` as for :func:`maskrcnn_r50_fpn_torchvision` (e.g. ``score_threshold``).
+    """
+    source = "<state_dict>"
+    state: Any = path_or_state_dict
+    if not isinstance(state, dict):
+        source = str(path_or_state_dict)
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+            raise DataError(source, None, f"cannot read checkpoint: {err}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    key = "roi_heads.box_predictor.cls_score.weight"
+    if not isinstance(state, dict) or key not in state:
+        raise DataError(source, key, "not a torchvision Mask R-CNN state dict (key missing)")
+    found = int(state[key].shape[0])
+    if num_classes is not None and num_classes != found:
+        raise DataError(source, key, f"checkpoint has {found} classes, num_classes={num_classes}")
+    model = maskrcnn_r50_fpn_torchvision(found - 1, **overrides)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        msg = " ".join(str(err).split())[:300]
+        raise DataError(source, None, f"does not match maskrcnn_resnet50_fpn: {msg}") from None
+    return model.eval()

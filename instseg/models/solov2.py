@@ -1,0 +1,504 @@
+"""SOLOv2 (Wang et al., NeurIPS 2020): segment objects by locations, no boxes, no RoIs.
+
+Reading order, image -> masks:
+    1. ``_preprocess``: resize (short side ``min_size``, long side <= ``max_size``; or a fixed
+       ``input_scale``), normalize, pad to a multiple of 32 -> ``(B, 3, Hp, Wp)``.
+    2. backbone + FPN -> P2..P6 (strides 4..64).
+    3. :class:`SOLOv2Head`: per level, features (+2 CoordConv channels) resized to an
+       ``S x S`` grid; a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
+       ``(B, E, S, S)`` dynamic 1x1 kernels.
+    4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)``.
+    5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
+    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
+       inference: ``_postprocess`` (top-k, rescoring, Matrix NMS, upsample to the original size).
+
+Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from instseg.models import ops
+from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.structures import Instances
+
+__all__ = [
+    "GRIDS",
+    "SCALE_RANGES",
+    "SOLOV2_VARIANTS",
+    "STRIDES",
+    "MaskFeatureHead",
+    "SOLOv2",
+    "SOLOv2Head",
+    "build_solov2",
+    "solov2_light_mnv3",
+    "solov2_light_r18",
+    "solov2_r18_fpn",
+    "solov2_r50_fpn",
+]
+
+#: paper defaults for P2..P6 (strides of the grid levels as used for the min-area filter)
+GRIDS = (40, 36, 24, 16, 12)
+SCALE_RANGES = ((1.0, 96.0), (48.0, 192.0), (96.0, 384.0), (192.0, 768.0), (384.0, 2048.0))
+STRIDES = (8, 8, 16, 32, 32)
+
+
+def conv_gn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """Conv (no bias) + GroupNorm + ReLU."""
+    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+    return nn.Sequential(conv, group_norm(cout), nn.ReLU(inplace=True))
+
+
+def coord_features(x: Tensor) -> Tensor:
+    """CoordConv channels ``(B, 2, H, W)``: normalized x then y in [-1, 1]."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy])[None].expand(b, 2, h, w)
+
+
+def _up_scale(cells: int, out: int, resized: int) -> float:
+    """``4 * out / resized``, nudged up by ulps until ``floor(cells * scale) >= out`` (the
+    output size interpolate computes in double precision)."""
+    scale = 4.0 * out / resized
+    while math.floor(cells * scale) < out:
+        scale = math.nextafter(scale, math.inf)
+    return scale
+
+
+class SOLOv2Head(nn.Module):
+    """Category and kernel branches, shared over levels.
+
+    ``forward(feats)`` takes 5 maps ``(B, C, H_l, W_l)`` and returns per level
+    ``cate (B, K, S_l, S_l)`` logits and ``kernels (B, E, S_l, S_l)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_grids: tuple[int, ...] = GRIDS,
+        head_channels: int = 256,
+        stacked_convs: int = 4,
+        kernel_channels: int = 128,
+        prior_prob: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if stacked_convs < 1:
+            raise ValueError(f"stacked_convs must be >= 1, got {stacked_convs}")
+        self.num_grids = tuple(int(s) for s in num_grids)
+        c = head_channels
+        self.kernel_convs = nn.Sequential(
+            *[conv_gn_relu(in_channels + 2 if i == 0 else c, c) for i in range(stacked_convs)]
+        )
+        self.cate_convs = nn.Sequential(
+            *[conv_gn_relu(in_channels if i == 0 else c, c) for i in range(stacked_convs)]
+        )
+        self.kernel_pred = nn.Conv2d(c, kernel_channels, 3, padding=1)
+        self.cate_pred = nn.Conv2d(c, num_classes, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        assert self.cate_pred.bias is not None
+        nn.init.constant_(self.cate_pred.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        # as the official code: P2 halved to P3's size, P6 brought to P5's size
+        feats = [
+            F.interpolate(feats[0], scale_factor=0.5, mode="bilinear", align_corners=False),
+            *feats[1:4],
+            F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear", align_corners=False),
+        ]
+        cates, kernels = [], []
+        for x, s in zip(feats, self.num_grids):
+            x = torch.cat([x, coord_features(x)], 1)
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+            kernels.append(self.kernel_pred(self.kernel_convs(x)))
+            cates.append(self.cate_pred(self.cate_convs(x[:, :-2])))
+        return cates, kernels
+
+
+class MaskFeatureHead(nn.Module):
+    """Unified mask features: P2..P5 each brought to 1/4 scale by (conv+GN+ReLU, 2x bilinear)
+    steps and summed (CoordConv on P5), then 1x1 conv+GN+ReLU -> ``(B, E, H/4, W/4)``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int = 128,
+        out_channels: int = 128,
+        num_levels: int = 4,
+    ) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList()
+        for lv in range(num_levels):
+            steps: list[nn.Module] = []
+            for j in range(max(lv, 1)):
+                cin = in_channels if j == 0 else mid_channels
+                cin += 2 if (lv == num_levels - 1 and j == 0) else 0
+                steps.append(conv_gn_relu(cin, mid_channels))
+                if lv > 0:
+                    steps.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.levels.append(nn.Sequential(*steps))
+        self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        out = self.levels[0](feats[0])
+        last = len(self.levels) - 1
+        for lv in range(1, len(self.levels)):
+            x = feats[lv]
+            if lv == last:
+                x = torch.cat([x, coord_features(x)], 1)
+            out = out + self.levels[lv](x)
+        return self.pred(out)
+
+
+class SOLOv2(nn.Module):
+    """SOLOv2 instance segmentation. ``backbone(x) -> dict`` of 5 maps (P2..P6, strides 4..64)
+    with ``backbone.out_channels``. See the module docstring for the data flow and
+    ``losses`` / ``predict`` for the shared model contract."""
+
+    image_mean: Tensor
+    image_std: Tensor
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        head_channels: int = 256,
+        stacked_convs: int = 4,
+        kernel_channels: int = 128,
+        mask_channels: int = 128,
+        num_grids: tuple[int, ...] = GRIDS,
+        scale_ranges: tuple[tuple[float, float], ...] = SCALE_RANGES,
+        strides: tuple[int, ...] = STRIDES,
+        sigma: float = 0.2,
+        min_size: int = 800,
+        max_size: int = 1333,
+        input_scale: float | None = None,
+        size_divisible: int = 32,
+        image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        image_std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        cate_loss_weight: float = 1.0,
+        mask_loss_weight: float = 3.0,
+        score_threshold: float = 0.1,
+        mask_threshold: float = 0.5,
+        nms_pre: int = 500,
+        update_threshold: float = 0.05,
+        max_detections: int = 100,
+        nms_kernel: str = "gaussian",
+        nms_sigma: float = 2.0,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
+            raise ValueError(
+                "SOLOv2 needs 5 levels: num_grids, scale_ranges and strides of length 5"
+            )
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.config: dict[str, Any] = {}
+        channels = int(backbone.out_channels)  # type: ignore[arg-type]
+        self.head = SOLOv2Head(
+            channels, num_classes, num_grids, head_channels, stacked_convs, kernel_channels
+        )
+        self.mask_head = MaskFeatureHead(channels, mask_channels, kernel_channels)
+        self.num_grids = tuple(int(s) for s in num_grids)
+        self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
+        self.strides = tuple(int(s) for s in strides)
+        self.sigma = sigma
+        self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
+        self.input_scale = input_scale
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(3, 1, 1), persistent=False)
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.cate_loss_weight, self.mask_loss_weight = cate_loss_weight, mask_loss_weight
+        self.score_threshold, self.mask_threshold = score_threshold, mask_threshold
+        self.nms_pre, self.update_threshold, self.max_detections = (
+            nms_pre,
+            update_threshold,
+            max_detections,
+        )
+        self.nms_kernel, self.nms_sigma = nms_kernel, nms_sigma
+        # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    # -- shared pieces ----------------------------------------------------------------------
+    def _preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Images ``(3, H, W)`` in [0, 1] -> padded batch ``(B, 3, Hp, Wp)`` and resized sizes."""
+        if len(images) == 0:
+            raise ValueError("SOLOv2: empty image list")
+        resized, sizes = [], []
+        for img in images:
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"SOLOv2: images must be (3, H, W), got {tuple(img.shape)}")
+            h, w = int(img.shape[-2]), int(img.shape[-1])
+            if self.input_scale is None:
+                scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
+            else:  # one fixed scale for every image (long side still <= max_size)
+                scale = min(float(self.input_scale), self.max_size / max(h, w))
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = img.to(self.image_mean.device, torch.float32)
+            if size != (h, w):
+                x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+            resized.append((x - self.image_mean) / self.image_std)
+            sizes.append(size)
+        d = self.size_divisible
+        hp = int(math.ceil(max(s[0] for s in sizes) / d) * d)
+        wp = int(math.ceil(max(s[1] for s in sizes) / d) * d)
+        batch = resized[0].new_zeros((len(images), 3, hp, wp))
+        for b, x in enumerate(resized):
+            batch[b, :, : x.shape[1], : x.shape[2]] = x
+        return batch, sizes
+
+    def _forward(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        feats = self.backbone(batch)
+        feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
+        cates, kernels = self.head(feats)
+        return cates, kernels, self.mask_head(feats[:4])
+
+    def _flatten(self, preds: list[Tensor]) -> Tensor:
+        """Per-level ``(B, C, S, S)`` -> ``(B, sum S^2, C)`` (cell index ``r * S + c``)."""
+        return torch.cat(
+            [p.permute(0, 2, 3, 1).reshape(p.shape[0], -1, p.shape[1]) for p in preds], 1
+        )
+
+    # -- training ---------------------------------------------------------------------------
+    def _image_targets(
+        self, target: Instances, size: tuple[int, int], padded: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Cell labels / cell GT indices (see :func:`ops.assign_targets`) and soft 1/4-scale masks
+        ``(N, Hp/4, Wp/4)`` of one image's ground truth, in network-input coordinates."""
+        device = self.image_mean.device
+        h, w = target.image_size
+        n = len(target)
+        if target.masks is None and n > 0:
+            raise ValueError("SOLOv2 needs instance masks in its targets")
+        # masks resized like the image, padded, pooled to 1/4; in chunks to bound memory
+        soft = torch.zeros(n, padded[0] // 4, padded[1] // 4, device=device)
+        centers = torch.zeros(n, 2, device=device)
+        for k in range(0, n, 32):
+            assert target.masks is not None
+            m = target.masks[k : k + 32].to(device, torch.float32)
+            if (h, w) != size:
+                m = F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0]
+            centers[k : k + 32] = ops.center_of_mass(m)
+            m = F.pad(m, (0, padded[1] - size[1], 0, padded[0] - size[0]))
+            soft[k : k + 32] = F.avg_pool2d(m[None], 4)[0]
+        sy, sx = size[0] / h, size[1] / w
+        boxes = target.boxes.to(device) * torch.tensor([sx, sy, sx, sy], device=device)
+        box_centers = torch.stack([boxes[:, 1] + boxes[:, 3], boxes[:, 0] + boxes[:, 2]], 1) / 2
+        centers = torch.where(torch.isnan(centers), box_centers, centers)
+        assert target.iscrowd is not None
+        cell_labels, cell_gt = ops.assign_targets(
+            boxes.cpu(),
+            centers.cpu(),
+            target.labels.cpu(),
+            target.iscrowd.cpu(),
+            padded,
+            self.num_classes,
+            self.num_grids,
+            self.scale_ranges,
+            self.sigma,
+        )
+        return cell_labels.to(device), cell_gt.to(device), soft
+
+    def losses(self, images: list[Tensor], targets: list[Instances]) -> dict[str, Tensor]:
+        """``{"loss_cate", "loss_mask"}`` scalars: focal loss over all cells / (positives + 1),
+        Dice loss averaged over positive cells. Crowd objects only mark ignored cells."""
+        if len(images) != len(targets):
+            raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
+        batch, sizes = self._preprocess(images)
+        cates, kernels, mask_feat = self._forward(batch)
+        cate_flat, kernel_flat = self._flatten(cates), self._flatten(kernels)
+        padded = (batch.shape[-2], batch.shape[-1])
+        labels, dice = [], []
+        for b, (target, size) in enumerate(zip(targets, sizes)):
+            cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
+            labels.append(cell_labels)
+            pos = cell_gt >= 0
+            if bool(pos.any()):
+                logits = kernel_flat[b][pos] @ mask_feat[b].flatten(1)
+                probs = torch.sigmoid(logits).view(-1, *mask_feat.shape[-2:])
+                dice.append(ops.dice_loss(probs, soft[cell_gt[pos]]))
+        all_labels = torch.cat(labels)
+        num_pos = int(((all_labels >= 0) & (all_labels < self.num_classes)).sum())
+        focal = ops.focal_loss(
+            cate_flat.reshape(-1, self.num_classes), all_labels, self.focal_alpha, self.focal_gamma
+        )
+        loss_cate = self.cate_loss_weight * focal / (num_pos + 1)
+        if dice:
+            loss_mask = self.mask_loss_weight * torch.cat(dice).mean()
+        else:  # keep every head parameter in the graph
+            loss_mask = 0.0 * (kernel_flat.sum() + mask_feat.sum())
+        return {"loss_cate": loss_cate, "loss_mask": loss_mask}
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
+    def predict(self, images: list[Tensor]) -> list[Instances]:
+        """One :class:`Instances` per image in its original coordinates (bool masks
+        ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending)."""
+        out = []
+        for img, (masks, boxes, labels, scores) in zip(images, self.detect(images)):
+            size = (int(img.shape[-2]), int(img.shape[-1]))
+            out.append(Instances(size, boxes.cpu(), labels.cpu(), scores.cpu(), masks=masks.cpu()))
+        return out
+
+    def detect(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Tensors-only inference (what an exporter traces): per image ``(masks (N, H, W)
+        bool, boxes (N, 4), labels (N,), scores (N,))`` in original coordinates, on the
+        model's device. Call under ``torch.no_grad()``; :meth:`predict` wraps it."""
+        batch, sizes = self._preprocess(images)
+        cates, kernels, mask_feat = self._forward(batch)
+        scores = self._flatten([ops.points_nms(torch.sigmoid(c)) for c in cates])
+        kernel_flat = self._flatten(kernels)
+        cell_strides = torch.cat(
+            [
+                torch.full((s * s,), st, device=batch.device)
+                for s, st in zip(self.num_grids, self.strides)
+            ]
+        )
+        out = []
+        for b, img in enumerate(images):
+            masks, labels, sc = self._postprocess(
+                scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b], img.shape[-2:]
+            )
+            out.append((masks, ops.mask_boxes(masks), labels, sc))
+        return out
+
+    def _postprocess(
+        self,
+        scores: Tensor,
+        kernels: Tensor,
+        mask_feat: Tensor,
+        cell_strides: Tensor,
+        size: tuple[int, int],
+        orig_size: tuple[int, int] | torch.Size,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One image: ``scores (C, K)``, ``kernels (C, E)``, ``mask_feat (E, h, w)`` ->
+        bool masks ``(N, H, W)``, labels ``(N,)``, scores ``(N,)`` (descending).
+
+        Fixed-size top-k pre-selection, then masked/boolean tensor ops only."""
+        num_classes = scores.shape[1]
+        top_scores, top_idx = scores.reshape(-1).topk(min(self.nms_pre, scores.numel()))
+        keep = top_scores > self.score_threshold
+        top_scores, top_idx = top_scores[keep], top_idx[keep]
+        cells, labels = top_idx // num_classes, top_idx % num_classes
+        probs = torch.sigmoid(kernels[cells] @ mask_feat.flatten(1)).view(-1, *mask_feat.shape[-2:])
+        binary = probs > self.mask_threshold
+        area = binary.flatten(1).sum(1).to(probs.dtype)
+        rescore = (probs * binary).flatten(1).sum(1) / area.clamp(min=1)
+        keep = area > cell_strides[cells]
+        probs, binary, labels = probs[keep], binary[keep], labels[keep]
+        sc = (top_scores * rescore)[keep]
+        sc = ops.matrix_nms(binary, labels, sc, self.nms_kernel, self.nms_sigma)
+        keep = sc >= self.update_threshold
+        sc, order = sc[keep].sort(descending=True)
+        order = order[: self.max_detections]
+        sc, probs, labels = sc[: self.max_detections], probs[keep][order], labels[keep][order]
+        # 1/4 scale -> original size in one bilinear step: crop the cells covering the resized
+        # image, then scale by 4 * original / resized, so original pixel (y + 0.5) samples the
+        # 1/4 grid at (y + 0.5) * resized / (4 * original). A dummy last row keeps the input
+        # non-empty without a data-dependent branch.
+        h, w = int(orig_size[0]), int(orig_size[1])
+        probs = probs[:, : math.ceil(size[0] / 4), : math.ceil(size[1] / 4)]
+        probs = torch.cat([probs, probs.new_zeros(1, *probs.shape[1:])])[None]
+        scale = (_up_scale(probs.shape[-2], h, size[0]), _up_scale(probs.shape[-1], w, size[1]))
+        up = F.interpolate(
+            probs,
+            scale_factor=scale,
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
+        return up[0, :-1, :h, :w] > self.mask_threshold, labels, sc
+
+
+# -- zoo builders ---------------------------------------------------------------------------
+#: architecture defaults of the zoo variants (overrides win); ``backbone`` is a torchvision
+#: ResNet name or ``"mobilenet_v3"``, everything else goes to :class:`SOLOv2`.
+SOLOV2_VARIANTS: dict[str, dict[str, Any]] = {
+    "solov2_r18_fpn": {"backbone": "resnet18", "fpn_channels": 128, "head_channels": 128,
+                       "stacked_convs": 3, "kernel_channels": 128, "mask_channels": 128,
+                       "min_size": 512, "max_size": 853},
+    "solov2_light_r18": {"backbone": "resnet18", "fpn_channels": 128, "head_channels": 128,
+                         "stacked_convs": 2, "kernel_channels": 64, "mask_channels": 64,
+                         "min_size": 448, "max_size": 768},
+    "solov2_light_mnv3": {"backbone": "mobilenet_v3", "fpn_channels": 64, "head_channels": 64,
+                          "stacked_convs": 2, "kernel_channels": 64, "mask_channels": 64,
+                          "min_size": 512, "max_size": 512},
+    "solov2_r50_fpn": {"backbone": "resnet50", "fpn_channels": 256, "head_channels": 512,
+                       "stacked_convs": 4, "kernel_channels": 256, "mask_channels": 128,
+                       "min_size": 800, "max_size": 1333},
+}  # fmt: skip
+
+
+def build_solov2(
+    num_classes: int,
+    *,
+    backbone: str = "resnet18",
+    norm: str = "gn",
+    fpn_channels: int = 256,
+    width_mult: float = 1.0,
+    **model_kwargs: Any,
+) -> SOLOv2:
+    """SOLOv2 on a GroupNorm (by default) ResNet/MobileNetV3 + FPN P2..P6 from
+    :mod:`instseg.models.backbones`; ``model_kwargs`` go to :class:`SOLOv2`."""
+    if backbone == "mobilenet_v3":
+        body: nn.Module = mobilenet_v3_fpn(width_mult, norm, 2, fpn_channels)
+    else:
+        body = resnet_fpn(backbone, norm, 2, fpn_channels)
+    return SOLOv2(body, num_classes, **model_kwargs)
+
+
+def _variant(name: str, num_classes: int, overrides: dict[str, Any]) -> SOLOv2:
+    model = build_solov2(num_classes, **{**SOLOV2_VARIANTS[name], **overrides})
+    try:
+        model.config = {
+            "name": name,
+            "num_classes": int(num_classes),
+            **json.loads(json.dumps(overrides)),
+        }
+    except TypeError as err:
+        raise TypeError(f"{name}: overrides must be JSON-serialisable ({err})") from None
+    return model
+
+
+def solov2_r18_fpn(num_classes: int, **overrides: Any) -> SOLOv2:
+    """ResNet-18-FPN SOLOv2, GroupNorm, 128-ch FPN/heads (3 convs), E=128, 512 px: CPU default."""
+    return _variant("solov2_r18_fpn", num_classes, overrides)
+
+
+def solov2_light_r18(num_classes: int, **overrides: Any) -> SOLOv2:
+    """Light ResNet-18-FPN SOLOv2: 2 head convs, E=64, 448 px input."""
+    return _variant("solov2_light_r18", num_classes, overrides)
+
+
+def solov2_light_mnv3(num_classes: int, **overrides: Any) -> SOLOv2:
+    """Real-time MobileNetV3-Large-FPN SOLOv2: 64-ch FPN/heads, 2 head convs, E=64, 512 px."""
+    return _variant("solov2_light_mnv3", num_classes, overrides)
+
+
+def solov2_r50_fpn(num_classes: int, **overrides: Any) -> SOLOv2:
+    """The paper's ResNet-50-FPN SOLOv2 (512-ch heads, 4 convs, E=256, 800/1333 input): GPU."""
+    return _variant("solov2_r50_fpn", num_classes, overrides)

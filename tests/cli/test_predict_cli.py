@@ -1,0 +1,54 @@
+"""``instseg predict SOURCE ...``: files, folders with bad files, outputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instseg.cli.main import main
+from instseg.engine.checkpoint import save_checkpoint
+from instseg.models import zoo
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = zoo.build_model("maskrcnn_mnv3_fpn", 1, min_size=64, max_size=64)
+    out = tmp_path_factory.mktemp("run")
+    ckpt = {"model": model.state_dict(), "config": model.config, "class_names": ["blob"], "cat_ids": [1]}
+    save_checkpoint(ckpt, out / "best.pt")
+    return out
+
+
+def test_predict_folder_with_bad_files(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(src / name)
+    (src / "empty.png").write_bytes(b"")
+    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(["predict", str(src), "--model", str(model_dir), "--out", str(out), "--score-threshold", "0.0"])
+    err = capsys.readouterr().err
+    assert code == 1  # some inputs failed, the rest was processed
+    assert "3 inputs failed" in err and "empty.png" in err and "corrupt.png" in err and "notes.txt" in err
+    images = json.loads((out / "images.json").read_text())["images"]
+    assert sorted(Path(im["file_name"]).name for im in images) == ["a.png", "b.jpg"]
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} <= {im["id"] for im in images}
+    assert (out / "instances.csv").exists() and (out / "labels").is_dir() and (out / "overlays").is_dir()
+    # outputs are not overwritten without --overwrite
+    assert main(["predict", str(src / "a.png"), "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["predict", str(src / "a.png"), "--model", str(model_dir), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_predict_needs_source_or_data(model_dir: Path, tmp_path: Path) -> None:
+    assert main(["predict", "--model", str(model_dir), "--out", str(tmp_path)]) == 2

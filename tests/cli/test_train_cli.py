@@ -1,0 +1,237 @@
+"""``instseg train`` / ``predict`` / ``models`` and the ``eval --model`` helper, end to end.
+
+Most tests put the tiny test model into the zoo (monkeypatch) and call the CLI in-process; one
+slow test runs a real zoo model in a subprocess, one interrupts a subprocess with SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from instseg.cli.main import main
+from tests.engine import REPO_ROOT, make_shapes_dataset
+
+TINY = "tiny"
+
+
+@pytest.fixture(autouse=True)
+def _tiny_in_zoo(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from instseg.models import zoo
+    from tests.engine import build_tiny
+
+    def builder(num_classes: int, **overrides):  # type: ignore[no-untyped-def]
+        return build_tiny(TINY, num_classes, **overrides)
+
+    monkeypatch.setitem(
+        zoo.MODELS,
+        TINY,
+        zoo.ModelSpec(
+            builder, "test", "tiny test model", hyperparams={"lr": 1e-3, "batch_size": 2}
+        ),
+    )
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    ds = make_shapes_dataset(root / "images", n_images=6)
+    return ds.save_coco(root / "train.json")
+
+
+def _train(coco: Path, out: Path, *extra: str) -> int:
+    return main(
+        ["train", "--data", str(coco), "--model", TINY, "--out", str(out), "--workers", "0", *extra]
+    )
+
+
+def test_models_lists_the_zoo_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    from instseg.models.zoo import MODELS, list_models
+
+    assert main(["models"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names == list_models() and TINY in names
+    first = MODELS[names[0]]
+    assert first.family == "maskrcnn" and first.recommended
+
+
+def test_train_predict_eval(coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert _train(coco, out, "--steps", "3", "--val-split", "0.34", "--eval-every", "3") == 0
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "train_args.json"):
+        assert (out / name).is_file(), name
+    capsys.readouterr()
+
+    assert (
+        main(["predict", "--data", str(coco), "--model", str(out), "--out", str(tmp_path / "pred")])
+        == 0
+    )
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    gt = json.loads(coco.read_text())
+    assert results and {r["image_id"] for r in results} <= {im["id"] for im in gt["images"]}
+    assert {r["category_id"] for r in results} <= {1, 3}
+    r = results[0]
+    assert (
+        isinstance(r["segmentation"]["counts"], str)
+        and len(r["bbox"]) == 4
+        and 0 <= r["score"] <= 1
+    )
+    assert r["segmentation"]["size"] == [64, 80]
+    from instseg.evaluation.coco_eval import evaluate
+
+    assert evaluate(gt, results, "segm").stats.shape == (12,)  # the file is a valid results list
+
+    from instseg.engine.evaluate import run_model_eval
+
+    args = argparse.Namespace(
+        model=str(out), data=str(coco), json=str(tmp_path / "ev.json"), format=None, images=None
+    )
+    assert run_model_eval(args) == 0
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert set(ev["segm"]) >= {"AP", "AP50", "AR100"} and "bbox" in ev
+    assert "segm: AP" in capsys.readouterr().out
+
+    # fine-tune: --model accepts a trained folder (same classes), new schedule in a new folder
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--data", str(coco), "--model", str(out), "--out", str(tuned), "--steps", "1", "--workers", "0"]) == 0  # fmt: skip
+    from instseg.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tuned / "last.pt")["step"] == 1
+
+
+def test_resume_continues_to_a_longer_schedule(coco: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _train(coco, out, "--steps", "2") == 0
+    assert _train(coco, out, "--steps", "4", "--resume") == 0
+    from instseg.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] == 4
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 4
+
+
+def test_usage_and_data_errors(
+    coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(coco, tmp_path / "a") == 2  # no --time-budget / --epochs / --steps
+    assert "--time-budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        _train(coco, tmp_path / "a", "--steps", "2", "--epochs", "1")
+    assert e.value.code == 2
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "missing.json"),
+                "--model",
+                TINY,
+                "--out",
+                str(tmp_path),
+                "--steps",
+                "1",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "missing.json" in err and len(err.strip().splitlines()) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(coco),
+                "--model",
+                "nope",
+                "--out",
+                str(tmp_path),
+                "--steps",
+                "1",
+            ]
+        )
+        == 1
+    )
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--data",
+                str(coco),
+                "--model",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+_SCRIPT = """
+import sys
+from instseg.models import zoo
+from tests.engine import build_tiny
+zoo.MODELS["tiny"] = zoo.ModelSpec(lambda k, **o: build_tiny("tiny", k, **o), "test", "tiny")
+from instseg.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_saves_last_and_exits_130(coco: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", _SCRIPT, "train", "--data", str(coco), "--model", TINY, "--out", str(out),
+           "--steps", "100000", "--workers", "0", "--warmup", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stdout and "Traceback" not in stderr
+    from instseg.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["maskrcnn", "solov2"])
+def test_real_zoo_model_one_step(coco: Path, tmp_path: Path, family: str) -> None:
+    """The family's first zoo entry (its recommended CPU default) trains one step via the CLI."""
+    from instseg.models.zoo import MODELS, list_models
+
+    names = [n for n in list_models() if MODELS[n].family == family]
+    if not names:
+        pytest.skip(f"no {family} model in the zoo")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "instseg", "train", "--data", str(coco), "--model", names[0],
+           "--out", str(out), "--steps", "1", "--workers", "0", "--batch-size", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from instseg.engine.checkpoint import load_model
+
+    model, meta = load_model(out)  # rebuilt through zoo.build_model(**config)
+    assert meta["config"]["name"] == names[0] and meta["cat_ids"] == [1, 3]
+    assert meta["config"]["num_classes"] == 2 and len(meta["config"]) > 2  # autoconfig overrides

@@ -1,0 +1,117 @@
+"""Data-adaptive defaults: nuclei-like and pedestrian-like statistics give different configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
+from instseg.models.autoconfig import DatasetSizeStats, suggest_config
+from instseg.models.mask_rcnn import MaskRCNN
+from instseg.models.zoo import build_model
+from tests.conftest import data_path
+
+
+def nuclei_like(seed: int = 0) -> DatasetSizeStats:
+    """Microscopy: 256..1388 px images, ~15 px nuclei (size independent of the image), crowded."""
+    rng = np.random.default_rng(seed)
+    sizes = [(256, 256)] * 30 + [(520, 696)] * 10 + [(1040, 1388)] * 4
+    objects = []
+    for _ in sizes:
+        n = int(rng.integers(10, 300))
+        d = rng.lognormal(np.log(15), 0.35, n)
+        objects.append([(0.8 * x * x, x, x * rng.uniform(0.8, 1.25)) for x in d])
+    return DatasetSizeStats.from_arrays(sizes, objects)
+
+
+def pedestrian_like(seed: int = 0) -> DatasetSizeStats:
+    """Photos: ~400x550 images, 1-6 tall people of ~250x90 px each."""
+    rng = np.random.default_rng(seed)
+    sizes = [(int(rng.integers(300, 480)), int(rng.integers(400, 700))) for _ in range(40)]
+    objects = []
+    for h, _ in sizes:
+        hh = rng.uniform(0.5, 0.8, int(rng.integers(1, 7))) * h
+        objects.append([(0.6 * x * x / 2.7, x / 2.7, x) for x in hh])
+    return DatasetSizeStats.from_arrays(sizes, objects)
+
+
+def test_nuclei_vs_pedestrians() -> None:
+    nuc, ped = suggest_config(nuclei_like()), suggest_config(pedestrian_like())
+    # small nuclei are upsampled with a fixed scale, pedestrians are not upsampled
+    assert nuc["input_scale"] >= 1.5
+    assert nuc["anchor_sizes"][0][0] <= 16 and nuc["min_level"] == 2
+    assert nuc["max_detections"] >= 300 and nuc["rpn_post_nms_top_n_test"] >= 3 * 300
+    assert nuc["rpn_batch_size_per_image"] >= 512 and nuc["box_batch_size_per_image"] >= 512
+    assert "box_batch_size_per_image" not in ped
+    scale = ped.get("input_scale", ped.get("min_size", 0) / 400)
+    assert scale <= 1.0
+    assert ped["anchor_sizes"][0][0] >= 32 and ped["max_detections"] == 100
+    assert "aspect_ratios" in ped and max(ped["aspect_ratios"]) >= 2.5  # tall people
+    assert "aspect_ratios" not in nuc
+    # median object lands >= 24 px at the input for nuclei
+    assert nuclei_like().mask_size_p50 * nuc["input_scale"] >= 24
+
+
+def test_configs_build_models_that_run() -> None:
+    for stats in (nuclei_like(), pedestrian_like()):
+        cfg = suggest_config(stats)
+        model = build_model("maskrcnn_r18_fpn", 1, **{**cfg, "max_size": 128})
+        assert isinstance(model, MaskRCNN)
+        assert len(model.rpn.anchor_generator.sizes) == len(model.backbone.strides)
+        img = torch.rand(3, 64, 96)
+        out = model.predict([img])
+        assert out[0].image_size == (64, 96)
+
+
+def test_short_side_mode_when_objects_scale_with_images() -> None:
+    # objects are 10% of the image whatever its resolution: resize to a fixed short side
+    sizes = [(s, int(s * 1.5)) for s in (200, 400, 800, 1600) for _ in range(5)]
+    objects = [[(0.01 * h * h, 0.1 * h, 0.1 * h)] * 3 for h, _ in sizes]
+    cfg = suggest_config(DatasetSizeStats.from_arrays(sizes, objects))
+    assert "input_scale" not in cfg and cfg["min_size"] % 32 == 0
+
+
+def test_empty_dataset() -> None:
+    assert suggest_config(DatasetSizeStats.from_arrays([(100, 100)], [[]])) == {}
+    assert suggest_config(DatasetSizeStats.from_arrays([], [])) == {}
+
+
+def test_from_dataset_uses_annotations_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    square = [[10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]]  # 20 x 20
+    tall = [[50.0, 10.0, 60.0, 10.0, 60.0, 50.0, 50.0, 50.0]]  # 10 x 40
+    anns = [
+        make_annotation(1, 1, 7, square, 64, 80),
+        make_annotation(2, 1, 7, tall, 64, 80),
+        make_annotation(3, 1, 7, square, 64, 80, iscrowd=1),
+    ]
+    rec = ImageRecord(1, "missing.png", tmp_path / "missing.png", 64, 80, anns)  # never read
+    stats = DatasetSizeStats.from_dataset(InstanceDataset([rec], [Category(7, "thing")]))
+    assert stats.num_images == 1 and stats.num_instances == 2  # crowd skipped
+    assert stats.image_short_p50 == 64 and stats.image_long_max == 80
+    assert stats.mask_size_p50 == pytest.approx(20.0, rel=0.01)
+    assert stats.aspect_p90 > 3.0 and stats.instances_per_image_max == 2
+
+
+def test_suggest_for_model_builds_every_maskrcnn(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from instseg.models.autoconfig import suggest_for_model
+    from instseg.models.zoo import MODELS
+
+    tiny = [[4.0, 4.0, 12.0, 4.0, 12.0, 12.0, 4.0, 12.0]]  # 8 x 8 objects: upsampled
+    anns = [make_annotation(i, 1, 1, tiny, 64, 64) for i in range(3)]
+    ds = InstanceDataset([ImageRecord(1, "x.png", tmp_path / "x.png", 64, 64, anns)], [Category(1, "c")])
+    for name in [n for n in MODELS if MODELS[n].family == "maskrcnn"]:
+        cfg = suggest_for_model(name, ds)
+        assert cfg["input_scale"] > 1.0
+        build_model(name, 1, **cfg)
+    with pytest.raises(ValueError, match="unknown model"):
+        suggest_for_model("nope", ds)
+
+
+def test_real_pennfudan_and_stardist() -> None:
+    from instseg.data.formats import load_dataset
+
+    ped = suggest_config(DatasetSizeStats.from_dataset(load_dataset(data_path("PennFudanPed"))))
+    nuc = suggest_config(DatasetSizeStats.from_dataset(load_dataset(data_path("stardist_nuclei_2d"))))
+    assert ped.get("input_scale", 1.0) <= 1.0 and ped["min_level"] == 3
+    assert nuc["input_scale"] > 1.0 and nuc["min_level"] == 2 and nuc["max_detections"] >= 150

@@ -10,7 +10,6 @@ rasterized with ``pycocotools.mask.frPyObjects`` (+ ``merge``), ground truth kee
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instseg.data.coco import read_json
 from instseg.errors import DataError
 
 
@@ -38,20 +38,6 @@ class Annotations:
     nonzero_id: np.ndarray  # (N,) bool, pycocotools treats a match to id 0 as no match
     score: np.ndarray  # (N,) float64 (zeros for ground truth)
     geom: Any
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; DataError naming the file on a missing file or bad JSON."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, None, "file not found")
-    try:
-        with open(p, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(p, None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(p, None, "not valid JSON (not UTF-8 text)") from None
 
 
 def load_gt(gt: dict | str | Path) -> tuple[dict, str]:

@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str] = {
     "build_model": "zoo",
     "list_models": "zoo",
     "MaskRCNN": "mask_rcnn",
-    "load_torchvision_maskrcnn": "mask_rcnn",
+    "load_torchvision_maskrcnn": "torchvision_compat",
     "DatasetSizeStats": "autoconfig",
     "suggest_config": "autoconfig",
 }

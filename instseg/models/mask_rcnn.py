@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,12 +35,10 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, box_area
 
-from instseg.errors import DataError
 from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
 from instseg.structures import Instances
 
-__all__ = ["MaskRCNN", "build_gn_maskrcnn", "load_torchvision_maskrcnn", "maskrcnn_mnv3_fpn"]
-__all__ += ["maskrcnn_r18_fpn", "maskrcnn_r50_fpn", "maskrcnn_r50_fpn_torchvision"]
+__all__ = ["MaskRCNN", "build_gn_maskrcnn", "maskrcnn_mnv3_fpn", "maskrcnn_r18_fpn", "maskrcnn_r50_fpn"]
 
 
 def _ioa(boxes: Tensor, crowd: Tensor) -> Tensor:
@@ -448,50 +444,3 @@ def maskrcnn_r18_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
 def maskrcnn_mnv3_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
     """MobileNetV3-Large-FPN (strides 4..32), GroupNorm everywhere, 96-channel FPN/heads."""
     return _gn_variant("maskrcnn_mnv3_fpn", num_classes, overrides)
-
-
-def maskrcnn_r50_fpn_torchvision(num_classes: int = 90, **overrides: Any) -> MaskRCNN:
-    """Exactly torchvision's ``maskrcnn_resnet50_fpn`` (FrozenBN ResNet-50, FPN without norm,
-    TwoMLPHead, 4 x 256 mask head, 800/1333 input): its state dicts load with ``strict=True``.
-    ``num_classes`` counts foreground classes (torchvision's ``num_classes`` minus 1)."""
-    body = resnet_fpn("resnet50", "frozen_bn", 2, 256, trainable_layers=3)
-    model = MaskRCNN(body, num_classes, **overrides)
-    model.config = _json_config("maskrcnn_r50_fpn_torchvision", num_classes, overrides)
-    return model
-
-
-def load_torchvision_maskrcnn(
-    path_or_state_dict: str | Path | dict[str, Tensor],
-    num_classes: int | None = None,
-    **overrides: Any,
-) -> MaskRCNN:
-    """Load a torchvision ``maskrcnn_resnet50_fpn`` checkpoint (a state dict, or a dict with a
-    ``"model"`` state dict as torchvision's reference scripts save) into our ``MaskRCNN``.
-
-    ``num_classes`` is torchvision's count *including* background (91 for COCO); ``None``
-    reads it from the checkpoint. Our labels are torchvision's minus 1 (COCO: 0 = person).
-    ``overrides`` as for :func:`maskrcnn_r50_fpn_torchvision` (e.g. ``score_threshold``).
-    """
-    source = "<state_dict>"
-    state: Any = path_or_state_dict
-    if not isinstance(state, dict):
-        source = str(path_or_state_dict)
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-            raise DataError(source, None, f"cannot read checkpoint: {err}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    key = "roi_heads.box_predictor.cls_score.weight"
-    if not isinstance(state, dict) or key not in state:
-        raise DataError(source, key, "not a torchvision Mask R-CNN state dict (key missing)")
-    found = int(state[key].shape[0])
-    if num_classes is not None and num_classes != found:
-        raise DataError(source, key, f"checkpoint has {found} classes, num_classes={num_classes}")
-    model = maskrcnn_r50_fpn_torchvision(found - 1, **overrides)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        msg = " ".join(str(err).split())[:300]
-        raise DataError(source, None, f"does not match maskrcnn_resnet50_fpn: {msg}") from None
-    return model.eval()

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from instseg.models import mask_rcnn, solov2
+from instseg.models import mask_rcnn, solov2, torchvision_compat
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "list_models"]
 
@@ -80,7 +80,7 @@ MODELS: dict[str, ModelSpec] = {
         },
     ),
     "maskrcnn_r50_fpn_torchvision": ModelSpec(
-        mask_rcnn.maskrcnn_r50_fpn_torchvision,
+        torchvision_compat.maskrcnn_r50_fpn_torchvision,
         "maskrcnn",
         "torchvision's maskrcnn_resnet50_fpn layout (FrozenBN): load its checkpoints",
         hyperparams={"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "batch_size": 16,

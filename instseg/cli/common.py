@@ -10,13 +10,18 @@ from typing import Any
 DATASET_FORMATS = ("coco", "label-png", "label-image", "instance-pngs", "yolo", "via")
 
 
-def add_dataset_arguments(p: argparse.ArgumentParser, src_help: str = "dataset file or folder") -> None:
-    """``SRC [--format F] [--images DIR] [--skip-invalid]``."""
-    p.add_argument("src", metavar="SRC", help=src_help)
+def add_format_arguments(p: argparse.ArgumentParser) -> None:
+    """``[--format F] [--images DIR]``: how to read a dataset given in any format."""
     p.add_argument(
         "--format", "-f", default=None, choices=DATASET_FORMATS, help="dataset format (detected when omitted)"
     )
     p.add_argument("--images", default=None, metavar="DIR", help="folder that COCO/VIA file names are relative to")
+
+
+def add_dataset_arguments(p: argparse.ArgumentParser, src_help: str = "dataset file or folder") -> None:
+    """``SRC [--format F] [--images DIR] [--skip-invalid]``."""
+    p.add_argument("src", metavar="SRC", help=src_help)
+    add_format_arguments(p)
     p.add_argument("--class-name", default=None, metavar="NAME", help="name of the single class of mask formats (default: object)")
     p.add_argument("--names", default=None, metavar="FILE", help="YOLO class names: data.yaml or one name per line")
     p.add_argument(

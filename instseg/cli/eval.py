@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from instseg.cli.common import add_format_arguments
 from instseg.cli.eval_matching import add_matching_arguments
 
 
@@ -28,8 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--analysis", action="store_true", help="error / size / occlusion analysis (TIDE-style)")
     p.add_argument("--model", metavar="DIR", default=None, help="predict with this checkpoint or training folder, then evaluate on --data")
     p.add_argument("--data", metavar="GT", default=None, help="dataset (any format) to predict and evaluate with --model")
-    p.add_argument("--format", default=None, help="format of --data (detected when omitted)")
-    p.add_argument("--images", metavar="DIR", default=None, help="folder that --data's COCO file names are relative to")
+    add_format_arguments(p)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass with --model")
     add_matching_arguments(p)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from instseg.cli.common import add_format_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -28,13 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", required=True, metavar="MODEL", help="checkpoint file or training folder"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (results.json)")
-    p.add_argument("--format", "-f", default=None, help="dataset format (detected when omitted)")
-    p.add_argument(
-        "--images",
-        default=None,
-        metavar="DIR",
-        help="folder that COCO file_name entries are relative to",
-    )
+    add_format_arguments(p)
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
     )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from instseg.cli.common import add_format_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -101,13 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--workers", type=int, default=None, help="data loader workers per process")
-    p.add_argument("--format", "-f", default=None, help="dataset format (detected when omitted)")
-    p.add_argument(
-        "--images",
-        default=None,
-        metavar="DIR",
-        help="folder that COCO file_name entries are relative to",
-    )
+    add_format_arguments(p)
     p.add_argument(
         "--skip-invalid",
         action="store_true",

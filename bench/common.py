@@ -135,13 +135,15 @@ def train_ours(
     }
 
 
-def predict_checkpoint(path: Path, dataset: InstanceDataset) -> list[dict[str, Any]]:
-    """COCO results of a trained instseg checkpoint on ``dataset`` (CPU)."""
+def predict_checkpoint(
+    path: Path, dataset: InstanceDataset, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """COCO results of a trained instseg checkpoint on ``dataset``."""
     from instseg.engine.checkpoint import load_model
     from instseg.engine.evaluate import predict_dataset
 
-    model, meta = load_model(path, device="cpu")
-    return predict_dataset(model, dataset, device="cpu", label_to_cat_id=meta.get("cat_ids"))
+    model, meta = load_model(path, device=device)
+    return predict_dataset(model, dataset, device=device, label_to_cat_id=meta.get("cat_ids"))
 
 
 # -- scoring --------------------------------------------------------------------------------

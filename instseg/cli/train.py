@@ -93,6 +93,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="augmentation preset",
     )
     p.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="train on random crops of about PX x PX model-input pixels (0: whole images; "
+        "default: 512 for fixed-scale models, see instseg.models.autoconfig.training_crop)",
+    )
+    p.add_argument(
         "--eval-every",
         type=int,
         default=None,
@@ -181,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             / int(hp.get("batch_size", batch))
         )
     clip = args.clip_grad if args.clip_grad is not None else hp.get("grad_clip", 10.0)
+    augment = _augmentation(args, model.config, train_set)
     cfg = TrainConfig(
         out_dir=out,
         steps=args.steps,
@@ -197,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         num_workers=args.workers,
-        augment=args.augment,
+        augment=augment,
         eval_every=args.eval_every,
         resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty(),
@@ -211,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"data: {len(train_set)} train / {n_val} val images; batch {batch}, {optimizer}, lr {lr if lr is not None else 'default'}"
         )
+        crop = augment.crop_size
+        print(f"augment: {args.augment}" + (f", random {crop[0]}x{crop[1]} crops" if crop else ""))
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_args.json").write_text(
             json.dumps(
@@ -226,6 +237,17 @@ def run(args: argparse.Namespace) -> int:
 
         cleanup()
     return 130 if result.reason == "interrupted" else 0
+
+
+def _augmentation(args: argparse.Namespace, config: dict, train_set):  # type: ignore[no-untyped-def,type-arg]
+    """The ``--augment`` preset with the training crop of ``--crop`` or the data-driven default."""
+    import dataclasses
+
+    from instseg.data.transforms import PRESETS
+    from instseg.models.autoconfig import training_crop
+
+    crop = training_crop(config, train_set, args.crop)
+    return dataclasses.replace(PRESETS[args.augment], crop_size=(crop, crop) if crop else None)
 
 
 def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ Randomness comes from torch's global generator only, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,9 @@ class AugmentConfig:
     """Augmentation settings (all optional steps off when their value is 0 / False / None).
 
     scale_range: image scale factor drawn uniformly (``(0.1, 2.0)`` is large-scale jitter).
-    crop_size: ``(H, W)`` upper bound of the random crop taken after scaling; ``None`` crops
-        to the original image size, so zoomed-in images keep their memory footprint.
+    crop_size: ``(H, W)`` upper bound of the random crop, in scaled pixels (the source window
+        is cropped first, then scaled); ``None``: scale the whole image, then crop it back to
+        the original size, so zoomed-in images keep their memory footprint.
     """
 
     hflip: bool = True
@@ -52,7 +54,7 @@ PRESETS: dict[str, AugmentConfig] = {
     ),
     "default": AugmentConfig(),
     "lsj": AugmentConfig(scale_range=(0.1, 2.0)),
-    "microscopy": AugmentConfig(vflip=True, scale_range=(0.5, 2.0), saturation=0.0),
+    "microscopy": AugmentConfig(vflip=True, scale_range=(0.7, 1.4), saturation=0.0),
 }
 
 
@@ -110,17 +112,19 @@ class TrainTransform:
             sample = self.flips(sample)
 
         s = _uniform(*self.cfg.scale_range)
-        if s != 1.0:
-            size = [max(1, round(h * s)), max(1, round(w * s))]
-            sample = {k: _resize(v, size) for k, v in sample.items()}
-
-        ch, cw = self.cfg.crop_size or (h, w)
-        nh, nw = sample["image"].shape[-2:]
-        ch, cw = min(ch, nh), min(cw, nw)
-        if (ch, cw) != (nh, nw):
-            top = int(torch.randint(0, nh - ch + 1, ()))
-            left = int(torch.randint(0, nw - cw + 1, ()))
-            sample = {k: F.crop(v, top, left, ch, cw) for k, v in sample.items()}
+        if self.cfg.crop_size is not None:  # crop the source region first, then scale it:
+            # the same crops as scale-then-crop, without resizing the whole image and all masks
+            ch, cw = self.cfg.crop_size
+            sh, sw = min(h, math.ceil(ch / s)), min(w, math.ceil(cw / s))
+            sample = _random_crop(sample, sh, sw)
+            if s != 1.0:
+                size = [max(1, min(ch, round(sh * s))), max(1, min(cw, round(sw * s)))]
+                sample = {k: _resize(v, size) for k, v in sample.items()}
+        else:  # scale, then crop back to the original size (zoomed-in images keep their size)
+            if s != 1.0:
+                size = [max(1, round(h * s)), max(1, round(w * s))]
+                sample = {k: _resize(v, size) for k, v in sample.items()}
+            sample = _random_crop(sample, h, w)
 
         out_image = sample["image"].as_subclass(torch.Tensor)
         if self.color is not None:
@@ -143,6 +147,17 @@ class TrainTransform:
             track_ids=target.track_ids[keep] if target.track_ids is not None else None,
         )
         return out_image.contiguous(), out
+
+
+def _random_crop(sample: dict[str, torch.Tensor], ch: int, cw: int) -> dict[str, torch.Tensor]:
+    """A uniformly placed ``(<= ch, <= cw)`` window of every tv_tensor of ``sample``."""
+    nh, nw = sample["image"].shape[-2:]
+    ch, cw = min(ch, nh), min(cw, nw)
+    if (ch, cw) == (nh, nw):
+        return sample
+    top = int(torch.randint(0, nh - ch + 1, ()))
+    left = int(torch.randint(0, nw - cw + 1, ()))
+    return {k: F.crop(v, top, left, ch, cw) for k, v in sample.items()}
 
 
 def _resize(item: torch.Tensor, size: list[int]) -> torch.Tensor:

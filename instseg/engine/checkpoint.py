@@ -122,6 +122,21 @@ def load_model(
     return model, meta
 
 
+def export_model(
+    path: str | Path, out: str | Path, half: bool = True, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write a deployable copy of a checkpoint: weights (fp16 when ``half``), config, class
+    names and category ids; no optimizer, RNG or plan. ``load_model`` reads it (fp16 weights
+    are cast back to the model's float32 on load). ``extra`` adds metadata (e.g. figures)."""
+    ck = load_checkpoint(path)
+    weights = {
+        k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()
+    }
+    keep = ("config", "class_names", "cat_ids", "step")
+    slim = {"model": weights, **{k: ck[k] for k in keep if k in ck}, **(extra or {})}
+    return save_checkpoint(slim, out)
+
+
 def get_rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) RNG states in a ``weights_only``-loadable form."""
     version, pystate, gauss = random.getstate()

@@ -125,3 +125,23 @@ class BudgetPlan:
             evals_left = max(1, math.ceil((self.total - step) / interval))
             reserve = eval_s * evals_left
             self.total = steps_for_budget(step, elapsed, self.budget_s, step_s, reserve)
+
+    def refresh(self, step: int, elapsed: float, interval: int | None) -> bool:
+        """Re-plan between evaluations from the mean step time so far (budget-only runs).
+
+        Step times drift (image sizes, thermal, other load): without this the plan made from
+        the first steps can end the schedule minutes early or late. ``interval`` is the
+        evaluation interval (None: no evaluations). True when ``total`` changed.
+        """
+        if not (self.adaptive and self.planned and step < self.total):
+            return False
+        timed = step - self.start_step - 1
+        if timed < self.MEASURE_STEPS:
+            return False
+        step_s = (elapsed - self.t_first - self.eval_s) / timed
+        reserve = 0.0
+        if interval and self.n_evals:
+            reserve = self.eval_s / self.n_evals * max(1, math.ceil((self.total - step) / interval))
+        total = steps_for_budget(step, elapsed, self.budget_s, step_s, reserve)
+        changed, self.total = total != self.total, total
+        return changed

@@ -12,8 +12,8 @@ plan, so N steps + ``resume`` + N steps == 2N steps, bit for bit on CPU.
 
 Time budget (``time_budget_min`` without ``steps``/``epochs``): the first steps are timed,
 then ``total_steps = step + (budget - elapsed - reserve) / step_time`` where ``reserve`` is
-the evaluations still to come (re-planned after each evaluation), so the cosine schedule
-ends at the budget (:class:`instseg.engine.optim.BudgetPlan`). With ``steps``/``epochs``
+the evaluations still to come (re-planned after each evaluation and every ~2% of the run
+from the mean step time so far), so the cosine schedule ends at the budget (:class:`instseg.engine.optim.BudgetPlan`). With ``steps``/``epochs``
 the budget is a hard stop. A resumed run keeps the interrupted run's plan.
 
 Ctrl-C / SIGTERM: the current step finishes, ``last.pt`` is saved, ``train`` returns with
@@ -253,6 +253,11 @@ def train(
                     for cb in callbacks:
                         cb(state)
 
+                    if step % max(10, plan.total // 50) == 0 and plan.refresh(
+                        step, elapsed, eval_interval() if val_set is not None else None
+                    ):  # budget runs: step times drift; keep the schedule ending at the budget
+                        if bar is not None:
+                            bar.total = plan.total
                     if plan.planned and next_eval is None:  # budget runs: once the plan exists
                         next_eval = (step // eval_interval() + 1) * eval_interval()
                     if (

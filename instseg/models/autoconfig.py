@@ -8,8 +8,10 @@ Mask R-CNN variants:
   5th percentile >= 12 px at the input; large objects are downsampled (for speed) while the
   median stays >= 96 px and the 5th percentile >= 32 px. When object sizes in pixels vary
   less across images than object sizes relative to the image (microscopy, fixed optics),
-  every image gets the same scale (``input_scale``); otherwise torchvision's short-side
-  resize (``min_size``) is used. The long side is capped by ``max_input_size``.
+  every image gets the same scale (``input_scale``; long side capped at
+  ``MAX_FIXED_SCALE_INPUT``); otherwise torchvision's short-side resize (``min_size``, long
+  side capped by ``max_input_size``). Training crops (``training_crop``) keep the cost of a
+  training step independent of the image size.
 * anchors: one size per pyramid level, doubling from the 5th-percentile box size; P2
   (stride 4) is dropped when even small objects are >= 48 px (a large saving on CPU).
 * aspect ratios from the boxes' h/w spread; detections / proposal budgets from the
@@ -31,10 +33,12 @@ import numpy as np
 if TYPE_CHECKING:
     from instseg.data.dataset import InstanceDataset
 
-__all__ = ["DatasetSizeStats", "suggest_config", "suggest_for_model"]
+__all__ = ["DatasetSizeStats", "suggest_config", "suggest_for_model", "training_crop"]
 
 MEDIAN_MIN, SMALL_MIN = 24.0, 12.0  # upsample until objects reach these sizes
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
+MAX_FIXED_SCALE_INPUT = 2560  # long-side cap of fixed-scale models (input_scale)
+TRAIN_CROP = 512  # default training crop of fixed-scale models, in model-input pixels
 
 
 @dataclass
@@ -150,7 +154,10 @@ def suggest_config(stats: DatasetSizeStats, max_input_size: int = 1333) -> dict[
     cfg: dict[str, Any] = {}
     if stats.abs_size_spread <= stats.rel_size_spread:
         cfg["input_scale"] = scale
-        cfg["max_size"] = int(min(max_input_size, math.ceil(scale * stats.image_long_max)))
+        # every image at the same scale (the largest too): a cap would shrink large images'
+        # objects below the size the model was trained on; only absurd sizes are capped
+        cap = max(max_input_size, MAX_FIXED_SCALE_INPUT)
+        cfg["max_size"] = int(min(cap, math.ceil(scale * stats.image_long_max)))
     else:
         short = scale * stats.image_short_p50
         cfg["min_size"] = int(max(128, 32 * round(short / 32)))
@@ -203,3 +210,28 @@ def suggest_for_model(name: str, ds: InstanceDataset, max_input_size: int = 1333
     if name == "maskrcnn_r50_fpn_torchvision":
         cfg = {k: v for k, v in cfg.items() if k not in ("min_level", "anchor_sizes")}
     return cfg
+
+
+def training_crop(config: dict[str, Any], ds: InstanceDataset, crop: int | None = None) -> int | None:
+    """Side of the square random training crop in dataset pixels, or ``None`` (whole images).
+
+    ``crop`` is ``instseg train --crop``: 0 turns cropping off; ``None`` picks the default,
+    which is ``TRAIN_CROP`` model-input pixels for fixed-scale models (``input_scale``, e.g.
+    microscopy upsampled x1.7: 512 / 1.7 = 301 px crops, so a step costs the same whatever
+    the image size and many more steps fit a budget) and no crop for short-side-resize
+    models (a crop would be resized like a whole image, i.e. zoomed). With ``input_scale``
+    ``crop`` is in model-input pixels, otherwise in image pixels. No crop when the largest
+    image already fits.
+    """
+    if crop is not None and crop < 0:
+        raise ValueError(f"crop must be >= 0, got {crop}")
+    if crop == 0:
+        return None
+    scale = config.get("input_scale")
+    if crop is None:
+        if scale is None:
+            return None
+        crop = TRAIN_CROP
+    side = int(round(crop / float(scale))) if scale else int(crop)
+    largest = max((max(r.height, r.width) for r in ds.images), default=0)
+    return max(side, 1) if side < largest else None

@@ -210,3 +210,25 @@ def test_budget_plan_arithmetic() -> None:
     assert explicit.planned and explicit.total == 50 and not explicit.after_step(1, 1.0)
     assert lr_factor(0, 100, 10) < 0.01 and lr_factor(10, 100, 10) == 1.0
     assert lr_factor(99, 100, 10) < 0.02 and lr_factor(70, 100, 0, "step") == 0.1
+
+
+def test_budget_plan_refresh_follows_slower_steps() -> None:
+    from instseg.engine.optim import BudgetPlan
+
+    plan = BudgetPlan(None, budget_s=100.0, eval_images=0, batch_size=2)
+    clock, step = 0.0, 0
+    while not plan.planned:  # planned from 0.5 s steps
+        clock += 0.5
+        step += 1
+        plan.after_step(step, clock)
+    first_total = plan.total
+    assert first_total == step + int((100 - clock) / 0.5)
+    for _ in range(20):  # the steps become twice as slow
+        clock += 1.0
+        step += 1
+    assert plan.refresh(step, clock, interval=None)
+    mean_step = (clock - plan.t_first) / (step - 1)
+    assert plan.total == step + int((100 - clock) / mean_step) < first_total
+    assert not plan.refresh(step, clock, interval=None)  # nothing new: unchanged
+    explicit = BudgetPlan(50, budget_s=100.0, eval_images=0, batch_size=2)
+    assert not explicit.refresh(30, 90.0, interval=None) and explicit.total == 50

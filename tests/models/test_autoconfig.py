@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,22 @@ def test_real_pennfudan_and_stardist() -> None:
     nuc = suggest_config(DatasetSizeStats.from_dataset(load_dataset(data_path("stardist_nuclei_2d"))))
     assert ped.get("input_scale", 1.0) <= 1.0 and ped["min_level"] == 3
     assert nuc["input_scale"] > 1.0 and nuc["min_level"] == 2 and nuc["max_detections"] >= 150
+
+
+def test_training_crop_defaults_and_overrides() -> None:
+    from instseg.data.dataset import Category, ImageRecord, InstanceDataset
+    from instseg.models.autoconfig import TRAIN_CROP, training_crop
+
+    ds = InstanceDataset(
+        [ImageRecord(1, "a.png", Path("a.png"), 1000, 600)], [Category(1, "x")]
+    )
+    # fixed-scale model: TRAIN_CROP input pixels -> image pixels
+    assert training_crop({"input_scale": 2.0}, ds) == TRAIN_CROP // 2
+    assert training_crop({"input_scale": 2.0}, ds, 300) == 150
+    assert training_crop({"input_scale": 0.25}, ds) is None  # 2048 px > the largest image
+    # short-side-resize model: no default crop; an explicit one is in image pixels
+    assert training_crop({"min_size": 512}, ds) is None
+    assert training_crop({"min_size": 512}, ds, 400) == 400
+    assert training_crop({"input_scale": 2.0}, ds, 0) is None
+    with pytest.raises(ValueError):
+        training_crop({}, ds, -1)

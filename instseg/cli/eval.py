@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matching", action="store_true", help="one-to-one matching report (precision/recall/F1/PQ)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for --matching (default 0.5)")
     p.add_argument("--analysis", action="store_true", help="error / size / occlusion analysis (TIDE-style)")
-    p.add_argument("--model", metavar="DIR", default=None, help="predict with this checkpoint or training folder, then evaluate on --data")
+    p.add_argument("--model", metavar="DIR", default=None, help="predict with this checkpoint, training folder or shipped model (nuclei), then evaluate on --data")
     p.add_argument("--data", metavar="GT", default=None, help="dataset (any format) to predict and evaluate with --model")
     add_format_arguments(p)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -8,8 +8,8 @@
 RLE; bbox xywh; score), so ``instseg eval GT.json P/results.json`` just works.
 ``SOURCE`` (image files, folders, globs, videos) writes ``results.json`` + ``images.json``
 (id -> file), 16-bit label images, overlays and ``instances.csv``; bad inputs are listed at
-the end and make the exit code 1. ``--model`` is a checkpoint file or a training folder
-(best.pt, else last.pt).
+the end and make the exit code 1. ``--model`` is a checkpoint file, a training folder
+(best.pt, else last.pt) or a shipped model name (``nuclei``, offline).
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data", default=None, metavar="DATA", help="dataset whose images to predict (any format)"
     )
     p.add_argument(
-        "--model", required=True, metavar="MODEL", help="checkpoint file or training folder"
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="checkpoint file, training folder or shipped model name (nuclei)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (results.json)")
     add_format_arguments(p)

@@ -264,7 +264,10 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
         spec = MODELS.get(config["name"])
         return build_model(**config), dict(spec.hyperparams) if spec else {}
     k = len(train_set.categories)
-    if args.model not in MODELS and Path(args.model).exists():  # fine-tune a trained model
+    from instseg.models.pretrained import SHIPPED
+
+    if args.model not in MODELS and (Path(args.model).exists() or args.model in SHIPPED):
+        # fine-tune a trained model (a checkpoint, a training folder or a shipped name)
         model, meta = load_model(args.model)
         if int(meta["config"]["num_classes"]) != k:
             raise DataError(
@@ -278,7 +281,8 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
         raise DataError(
             None,
             "--model",
-            f"unknown model '{args.model}' (see `instseg models`) and no such checkpoint",
+            f"unknown model '{args.model}' (see `instseg models`; shipped: "
+            f"{', '.join(SHIPPED)}) and no such checkpoint",
         )
     from instseg.models.autoconfig import suggest_for_model
 

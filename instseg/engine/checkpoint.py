@@ -11,7 +11,7 @@ A checkpoint is a dict saved with ``torch.save`` that loads with ``weights_only=
 
 ``best.pt`` (best validation segm AP) holds the model and metadata only. A training folder
 ``DIR`` is usable wherever a model path is expected: ``DIR/best.pt`` is preferred, then
-``DIR/last.pt``.
+``DIR/last.pt``. A shipped model's name (``nuclei``) is usable too.
 """
 
 from __future__ import annotations
@@ -62,15 +62,22 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training folder -> its ``best.pt``, else ``last.pt``."""
+    """A checkpoint file, or a training folder -> its ``best.pt``, else ``last.pt``; a shipped
+    model name (``"nuclei"``, see :mod:`instseg.models.pretrained`) that is not an existing
+    path -> its file inside the package."""
+    from instseg.models.pretrained import SHIPPED, shipped_path
+
     p = Path(path)
+    if not p.exists() and str(path) in SHIPPED:
+        return shipped_path(str(path))
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
                 return p / name
         raise DataError(p, None, "no best.pt or last.pt in this folder (not a training output?)")
     if not p.is_file():
-        raise DataError(p, None, "checkpoint not found")
+        names = ", ".join(SHIPPED)
+        raise DataError(p, None, f"checkpoint not found (and not a shipped model: {names})")
     return p
 
 

@@ -19,7 +19,6 @@ import torch
 from PIL import Image, ImageOps
 
 from instseg.data.io import read_image, to_rgb_uint8
-from instseg.errors import DataError
 from instseg.structures import Instances
 
 __all__ = ["ImageInput", "Predictor", "load_input", "resolve_device"]
@@ -80,8 +79,8 @@ def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
 class Predictor:
     """Run a contract-following model (``model.predict(list[Tensor]) -> list[Instances]``).
 
-    ``model_or_path``: an ``nn.Module``, or a checkpoint file / training folder (loaded with
-    :func:`instseg.engine.checkpoint.load_model`). ``score_threshold``, ``max_detections`` and
+    ``model_or_path``: an ``nn.Module``, a checkpoint file / training folder (loaded with
+    :func:`instseg.engine.checkpoint.load_model`) or a shipped model name (``"nuclei"``). ``score_threshold``, ``max_detections`` and
     ``mask_threshold``, when given, are set on the model (it is changed in place) and the
     returned instances are filtered by them as well. ``batch_size`` images go through one
     forward pass. ``class_names`` / ``cat_ids`` (a label's dataset category id) default to the
@@ -134,22 +133,10 @@ class Predictor:
         )
 
     def _load(self, path: str | Path) -> tuple[Any, dict[str, Any]]:
-        p = Path(path)
-        if not p.exists():
-            try:
-                from instseg.models.zoo import MODELS
-            except ImportError:  # pragma: no cover - zoo not importable
-                MODELS = {}
-            if str(path) in MODELS:
-                raise DataError(
-                    path,
-                    None,
-                    "zoo models ship without trained weights; pass a checkpoint or a training folder",
-                )
-            raise DataError(p, None, "model checkpoint or training folder not found")
         from instseg.engine.checkpoint import load_model
+        from instseg.models.pretrained import resolve_model_path
 
-        model, meta = load_model(p, device=self.device)
+        model, meta = load_model(resolve_model_path(path), device=self.device)
         return model, meta
 
     @property

@@ -28,8 +28,28 @@ __all__ = [
 
 
 # -- NMS ------------------------------------------------------------------------------------
+def _exact_int_mm(masks: Tensor) -> bool:
+    """Whether bool masks can take the int8 x int8 -> int32 matmul (exact, ~3x faster than
+    float32 on CPU): eager CPU only (``torch._int_mm`` neither traces to ONNX nor takes odd
+    shapes on CUDA)."""
+    return (
+        masks.dtype == torch.bool
+        and masks.numel() > 0
+        and masks.device.type == "cpu"
+        and hasattr(torch, "_int_mm")
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+    )
+
+
 def mask_iou_matrix(masks: Tensor) -> Tensor:
     """Pairwise IoU ``(N, N)`` float32 of masks ``(N, H, W)`` (bool or soft), via one matmul."""
+    if _exact_int_mm(masks):
+        flat8 = masks.reshape(masks.shape[0], -1).to(torch.int8)
+        inter = torch._int_mm(flat8, flat8.t()).to(torch.float32)  # exact counts
+        area = inter.diagonal()
+        union = area[:, None] + area[None, :] - inter
+        return inter / union.clamp(min=1e-6)
     flat = masks.reshape(masks.shape[0], -1).to(torch.float32)
     inter = flat @ flat.t()
     area = flat.sum(1)
@@ -112,7 +132,9 @@ def mask_boxes(masks: Tensor) -> Tensor:
     n, h, w = masks.shape
     if h == 0 or w == 0:
         return torch.zeros(n, 4, device=masks.device)
-    m = (masks != 0).to(torch.uint8)  # uint8 max-reductions: much faster than bool any() on CPU
+    # uint8 max-reductions: much faster than bool any() on CPU; a bool cast, not ``!= 0``
+    # (bool != int promotes to int64: 40x slower on 100 512x512 masks)
+    m = masks.to(torch.uint8) if masks.dtype == torch.bool else (masks != 0).to(torch.uint8)
     rows, cols = m.amax(2).bool(), m.amax(1).bool()  # (N, H), (N, W)
     ar_h = torch.arange(h, device=masks.device)
     ar_w = torch.arange(w, device=masks.device)

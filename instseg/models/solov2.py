@@ -10,7 +10,7 @@ Reading order, image -> masks:
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)``.
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
-       inference: ``_postprocess`` (top-k, rescoring, Matrix NMS, upsample to the original size).
+       inference: :mod:`solov2_post` (top-k, rescoring, Matrix NMS, upsample to the original size).
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from instseg.models import ops
 from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.models.solov2_post import PostConfig, postprocess
 from instseg.structures import Instances
 
 __all__ = [
@@ -63,15 +64,6 @@ def coord_features(x: Tensor) -> Tensor:
     xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy])[None].expand(b, 2, h, w)
-
-
-def _up_scale(cells: int, out: int, resized: int) -> float:
-    """``4 * out / resized``, nudged up by ulps until ``floor(cells * scale) >= out`` (the
-    output size interpolate computes in double precision)."""
-    scale = 4.0 * out / resized
-    while math.floor(cells * scale) < out:
-        scale = math.nextafter(scale, math.inf)
-    return scale
 
 
 class SOLOv2Head(nn.Module):
@@ -380,10 +372,11 @@ class SOLOv2(nn.Module):
         )
         out = []
         for b, img in enumerate(images):
-            masks, labels, sc = self._postprocess(
-                scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b], img.shape[-2:]
+            out.append(
+                self._postprocess(
+                    scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b], img.shape[-2:]
+                )
             )
-            out.append((masks, ops.mask_boxes(masks), labels, sc))
         return out
 
     def _postprocess(
@@ -394,44 +387,19 @@ class SOLOv2(nn.Module):
         cell_strides: Tensor,
         size: tuple[int, int],
         orig_size: tuple[int, int] | torch.Size,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """One image: ``scores (C, K)``, ``kernels (C, E)``, ``mask_feat (E, h, w)`` ->
-        bool masks ``(N, H, W)``, labels ``(N,)``, scores ``(N,)`` (descending).
-
-        Fixed-size top-k pre-selection, then masked/boolean tensor ops only."""
-        num_classes = scores.shape[1]
-        top_scores, top_idx = scores.reshape(-1).topk(min(self.nms_pre, scores.numel()))
-        keep = top_scores > self.score_threshold
-        top_scores, top_idx = top_scores[keep], top_idx[keep]
-        cells, labels = top_idx // num_classes, top_idx % num_classes
-        probs = torch.sigmoid(kernels[cells] @ mask_feat.flatten(1)).view(-1, *mask_feat.shape[-2:])
-        binary = probs > self.mask_threshold
-        area = binary.flatten(1).sum(1).to(probs.dtype)
-        rescore = (probs * binary).flatten(1).sum(1) / area.clamp(min=1)
-        keep = area > cell_strides[cells]
-        probs, binary, labels = probs[keep], binary[keep], labels[keep]
-        sc = (top_scores * rescore)[keep]
-        sc = ops.matrix_nms(binary, labels, sc, self.nms_kernel, self.nms_sigma)
-        keep = sc >= self.update_threshold
-        sc, order = sc[keep].sort(descending=True)
-        order = order[: self.max_detections]
-        sc, probs, labels = sc[: self.max_detections], probs[keep][order], labels[keep][order]
-        # 1/4 scale -> original size in one bilinear step: crop the cells covering the resized
-        # image, then scale by 4 * original / resized, so original pixel (y + 0.5) samples the
-        # 1/4 grid at (y + 0.5) * resized / (4 * original). A dummy last row keeps the input
-        # non-empty without a data-dependent branch.
-        h, w = int(orig_size[0]), int(orig_size[1])
-        probs = probs[:, : math.ceil(size[0] / 4), : math.ceil(size[1] / 4)]
-        probs = torch.cat([probs, probs.new_zeros(1, *probs.shape[1:])])[None]
-        scale = (_up_scale(probs.shape[-2], h, size[0]), _up_scale(probs.shape[-1], w, size[1]))
-        up = F.interpolate(
-            probs,
-            scale_factor=scale,
-            mode="bilinear",
-            align_corners=False,
-            recompute_scale_factor=False,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One image -> bool masks ``(N, H, W)``, boxes, labels, scores (see
+        :func:`solov2_post.postprocess`)."""
+        cfg = PostConfig(
+            self.score_threshold,
+            self.mask_threshold,
+            self.nms_pre,
+            self.update_threshold,
+            self.max_detections,
+            self.nms_kernel,
+            self.nms_sigma,
         )
-        return up[0, :-1, :h, :w] > self.mask_threshold, labels, sc
+        return postprocess(scores, kernels, mask_feat, cell_strides, size, orig_size, cfg)
 
 
 # -- zoo builders ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,22 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--images", "3", "--frames", "4"]) == 0
     printed = capsys.readouterr().out
+    # the headline: the shipped nuclei model segments the generated sample (CPU, offline)
+    nuclei = out / "nuclei"
+    summary = json.loads((nuclei / "summary.json").read_text())
+    assert summary["f1"] >= 0.8 and summary["gt_instances"] >= 30, summary  # measured 0.971
+    assert abs(summary["instances"] - summary["gt_instances"]) <= 0.2 * summary["gt_instances"]
+    assert "F1 @ IoU 0.5" in printed and f"{summary['f1']:.3f}" in printed
+    for name in ("sample.png", "overlay.png", "labels.png", "ground_truth_labels.png"):
+        assert str(nuclei / name) in printed and (nuclei / name).stat().st_size > 0
+    results = json.loads((nuclei / "results.json").read_text())
+    assert len(results) == summary["instances"] and all(r["score"] >= 0.5 for r in results)
+    gt = load_coco(nuclei / "ground_truth.json", check_images=True)
+    assert gt.num_instances == summary["gt_instances"]
+    from PIL import Image
+
+    labels = np.asarray(Image.open(nuclei / "labels.png"))
+    assert labels.shape == (320, 320) and int(labels.max()) == len(results)
     assert "images      3" in printed and "per class:" in printed
     assert str(out / "overview.png") in printed
     scenes = load_coco(out / "scenes" / "annotations.json", check_images=True)
@@ -46,6 +63,7 @@ def test_demo_seed_is_deterministic(tmp_path: Path) -> None:
                     "1",
                     "--seed",
                     "4",
+                    "--no-model",
                 ]
             )
             == 0
@@ -53,6 +71,13 @@ def test_demo_seed_is_deterministic(tmp_path: Path) -> None:
     a = (tmp_path / "a" / "scenes" / "annotations.json").read_text()
     b = (tmp_path / "b" / "scenes" / "annotations.json").read_text()
     assert a == b
+    assert not (tmp_path / "a" / "nuclei").exists()
+
+
+def test_demo_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), "--model", "nucleii"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nucleii" in err and "shipped model" in err
 
 
 def test_demo_usage_error(tmp_path: Path) -> None:
@@ -82,7 +107,9 @@ def test_run_demo_with_predictor(tmp_path: Path) -> None:
         return Instances.from_masks(masks, labels=[0], scores=[0.42])
 
     lines: list[str] = []
-    paths = run_demo(tmp_path, n_images=2, n_frames=2, predictor=predictor, log=lines.append)
+    paths = run_demo(
+        tmp_path, n_images=2, n_frames=2, predictor=predictor, log=lines.append, model=None
+    )
     assert seen == [(256, 256, 3)] * 4  # every scene and every frame
     assert any("overlays (predictions)" in line for line in lines)
     assert paths["overview"].is_file()

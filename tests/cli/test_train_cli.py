@@ -235,3 +235,19 @@ def test_real_zoo_model_one_step(coco: Path, tmp_path: Path, family: str) -> Non
     model, meta = load_model(out)  # rebuilt through zoo.build_model(**config)
     assert meta["config"]["name"] == names[0] and meta["cat_ids"] == [1, 3]
     assert meta["config"]["num_classes"] == 2 and len(meta["config"]) > 2  # autoconfig overrides
+
+
+def test_augmentation_takes_the_crop_from_the_flag_or_the_model_scale() -> None:
+    import argparse
+    from pathlib import Path
+
+    from instseg.cli.train import _augmentation
+    from instseg.data.dataset import Category, ImageRecord, InstanceDataset
+
+    ds = InstanceDataset([ImageRecord(1, "a.png", Path("a.png"), 900, 700)], [Category(1, "x")])
+    ns = lambda crop: argparse.Namespace(augment="microscopy", crop=crop)  # noqa: E731
+    aug = _augmentation(ns(None), {"input_scale": 2.0}, ds)
+    assert aug.crop_size == (256, 256) and aug.vflip  # 512 input px at x2; preset kept
+    assert _augmentation(ns(0), {"input_scale": 2.0}, ds).crop_size is None
+    assert _augmentation(ns(None), {"min_size": 512}, ds).crop_size is None
+    assert _augmentation(ns(300), {"min_size": 512}, ds).crop_size == (300, 300)

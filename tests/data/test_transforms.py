@@ -99,3 +99,27 @@ def test_empty_instances_pass_through() -> None:
     torch.manual_seed(0)
     img2, out = TrainTransform(AugmentConfig(scale_range=(1.5, 1.5)))(image, inst)
     assert len(out) == 0 and out.masks is not None and out.masks.shape[1:] == img2.shape[-2:]
+
+
+def test_crop_size_crops_the_source_window_then_scales() -> None:
+    image, inst = _sample(40, 60)
+    cfg = AugmentConfig(
+        hflip=False, scale_range=(0.5, 2.0), crop_size=(32, 48), brightness=0, contrast=0,
+        saturation=0,
+    )  # fmt: skip
+    t = TrainTransform(cfg)
+    sizes = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        img2, out = t(image, inst)
+        h, w = img2.shape[-2:]
+        assert h <= 32 and w <= 48  # never above the crop, whatever the scale
+        sizes.add((h, w))
+        assert out.image_size == (h, w) and out.masks is not None
+        assert out.masks.shape[1:] == (h, w) and bool(out.masks.flatten(1).any(1).all())
+        np.testing.assert_array_equal(out.boxes.numpy(), masks_to_boxes(out.masks.numpy()))
+        # every instance's pixels are mostly its own colour (nearest masks vs antialiased image)
+        for m in out.masks[out.masks.flatten(1).sum(1) >= 20]:  # tiny ones: all border
+            values = img2[0][m].float()
+            assert ((values - values.median()).abs() < 1).float().mean() > 0.5
+    assert len(sizes) > 1  # at small scales the whole image is smaller than the crop

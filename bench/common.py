@@ -68,6 +68,8 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
     p.add_argument(
         "--max-val", type=int, default=None, help="evaluate on the first N val images (smoke tests)"
     )
+    p.add_argument("--ours-args", default="", help="extra `instseg train` arguments of ours")
+    p.add_argument("--solov2-args", default="", help="extra `instseg train` arguments of solov2")
 
 
 def parse_methods(text: str, known: Sequence[str]) -> list[str]:
@@ -261,7 +263,8 @@ def run_method(
     if method in ("ours", "solov2"):
         family = "maskrcnn" if method == "ours" else "solov2"
         name = (args.model if method == "ours" else args.solov2_model) or recommended(family)
-        info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment)
+        extra = shlex.split(args.ours_args if method == "ours" else args.solov2_args)
+        info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment, extra)
         results, eval_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set))
         row.update(method=f"{method} ({name})", **info)
     elif method == "reference":

@@ -15,6 +15,7 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m instseg train ...`` (se
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from instseg.cli.common import add_format_arguments
 
@@ -106,6 +107,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="STEPS",
         help="validation interval (default: per epoch, <= 8 times)",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override a model setting (repeatable; VALUE is JSON), e.g. input_scale=1.0 or "
+        "anchor_sizes='[[8],[16],[32],[64],[128]]'; wins over the data-adaptive defaults",
     )
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt exactly")
     p.add_argument("--seed", type=int, default=0)
@@ -287,5 +296,27 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
     from instseg.models.autoconfig import suggest_for_model
 
     spec = MODELS[args.model]
-    overrides = suggest_for_model(args.model, train_set)
-    return build_model(args.model, k, **overrides), dict(spec.hyperparams)
+    overrides = {**suggest_for_model(args.model, train_set), **_model_args(args.model_arg)}
+    try:
+        model = build_model(args.model, k, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise DataError(None, "--model-arg", f"cannot build {args.model}: {exc}") from None
+    return model, dict(spec.hyperparams)
+
+
+def _model_args(items: list[str] | None) -> dict[str, Any]:
+    """``["input_scale=1.0", "anchor_sizes=[[8],[16]]"]`` -> dict (values parsed as JSON)."""
+    import json
+
+    from instseg.errors import DataError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise DataError(None, "--model-arg", f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string
+    return out

@@ -251,3 +251,15 @@ def test_augmentation_takes_the_crop_from_the_flag_or_the_model_scale() -> None:
     assert _augmentation(ns(0), {"input_scale": 2.0}, ds).crop_size is None
     assert _augmentation(ns(None), {"min_size": 512}, ds).crop_size is None
     assert _augmentation(ns(300), {"min_size": 512}, ds).crop_size == (300, 300)
+
+
+def test_model_args_parse_json_values_and_reject_malformed_items() -> None:
+    from instseg.cli.train import _model_args
+    from instseg.errors import DataError
+
+    got = _model_args(["input_scale=1.0", "anchor_sizes=[[8],[16]]", "backbone=resnet34"])
+    assert got == {"input_scale": 1.0, "anchor_sizes": [[8], [16]], "backbone": "resnet34"}
+    assert _model_args(None) == {}
+    for bad in ("input_scale", "=1", "not a key=1"):
+        with pytest.raises(DataError, match="--model-arg"):
+            _model_args([bad])

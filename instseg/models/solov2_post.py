@@ -6,10 +6,14 @@ min-area (cell stride) filter, maskness rescoring -> Matrix NMS on the 1/4-scale
 -> ``update_threshold``, top ``max_detections`` -> only those soft masks upsampled (one
 bilinear step, 1/4 scale -> original size) and thresholded.
 
-Cost notes (CPU): every candidate's mask lives only at 1/4 scale; the big tensors are indexed
-once with integer indices (no boolean-mask copies of all candidates); only the kept masks are
-upsampled. Fixed-size top-k, then masked/boolean tensor ops only: no Python loops over data,
-so :meth:`SOLOv2.detect` traces and exports.
+Cost notes (CPU, issue 5): candidates' masks exist only at 1/4 scale and only as bool (their
+float probabilities are made in cache-sized row chunks, in place, and dropped; the kept
+masks' probabilities are recomputed, <= max_detections rows); the IoU of Matrix NMS is an
+exact int8 matmul over its upper triangle (:func:`ops.mask_iou_matrix`); only the kept masks
+are upsampled, a few at a time into the output (a 100 x H x W float temporary costs more in
+page faults than in arithmetic). Eager loops run over a config-sized number of chunks, never
+over data; under tracing (ONNX export) whole-tensor equivalents are used instead, so
+:meth:`SOLOv2.detect` still exports (tests check both paths agree).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from instseg.models import ops
 
 __all__ = ["CHUNK_PIXELS", "PostConfig", "postprocess", "up_scale"]
 
-#: output pixels upsampled at a time in eager mode (8 masks of 512 x 512)
-CHUNK_PIXELS = 1 << 21
+#: float elements per eager chunk (4 MiB: 64 candidate masks of 128 x 128, 4 output masks
+#: of 512 x 512): temporaries stay cache-sized and are reused instead of page-faulted
+CHUNK_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,12 @@ class PostConfig:
     max_detections: int = 100
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
+
+
+def _tracing() -> bool:
+    """True while TorchScript traces or scripts (ONNX export): the eager-only fast paths
+    (fused threshold, chunked upsampling) are then replaced by exportable equivalents."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def up_scale(cells: int, out: int, resized: int) -> float:
@@ -71,45 +82,74 @@ def postprocess(
     keep = top_scores > cfg.score_threshold
     top_scores, top_idx = top_scores[keep], top_idx[keep]
     cells, labels = top_idx // num_classes, top_idx % num_classes
-    probs = torch.sigmoid(kernels[cells] @ mask_feat.reshape(mask_feat.shape[0], -1))  # (M, hw)
-    binary = probs > cfg.mask_threshold
-    # uint8 -> int32 sum: a bool sum is ~50x slower on CPU
-    area = binary.to(torch.uint8).sum(1, dtype=torch.int32).to(probs.dtype)
-    maskness = (probs * binary).sum(1) / area.clamp(min=1)
-    # min-area filter as integer indices: the (M, hw) tensors are gathered, not mask-copied
+    feat = mask_feat.reshape(mask_feat.shape[0], -1)  # (E, hw)
+    kern = kernels[cells]  # (M, E)
+    binary, area, maskness = _candidate_masks(kern, feat, cfg)
+    # min-area filter (area > cell stride) as integer indices
     idx = torch.nonzero(area > cell_strides[cells]).reshape(-1)
     sc = top_scores[idx] * maskness[idx]
-    sc = ops.matrix_nms(binary[idx].view(-1, fh, fw), labels[idx], sc, cfg.nms_kernel, cfg.nms_sigma)
+    sc = ops.matrix_nms(
+        binary[idx].view(-1, fh, fw), labels[idx], sc, cfg.nms_kernel, cfg.nms_sigma
+    )
     keep = sc >= cfg.update_threshold
     sc, order = sc[keep].sort(descending=True)
     order = idx[keep][order[: cfg.max_detections]]
     sc, labels = sc[: cfg.max_detections], labels[order]
     h, w = int(orig_size[0]), int(orig_size[1])
-    soft = probs[order].view(-1, fh, fw)[:, : math.ceil(size[0] / 4), : math.ceil(size[1] / 4)]
+    soft = torch.sigmoid(kern[order] @ feat).view(-1, fh, fw)  # only the kept masks' probs
+    soft = soft[:, : math.ceil(size[0] / 4), : math.ceil(size[1] / 4)]
     scale = (up_scale(soft.shape[-2], h, size[0]), up_scale(soft.shape[-1], w, size[1]))
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    if _tracing():
         masks = _upsample(torch.cat([soft, soft.new_zeros(1, *soft.shape[1:])]), scale, h, w, cfg)
         masks = masks[:-1]  # a dummy last mask keeps the input non-empty without a branch
         return masks, ops.mask_boxes(masks), labels, sc
     # eager: chunks of <= CHUNK_PIXELS floats, so the float temporaries stay small and are
     # reused by the allocator instead of page-faulting 100 x H x W x 4 fresh bytes each call
-    # (2x faster on CPU); the chunk count depends on the config only
+    # (about 2x faster upsampling on CPU); the chunk count depends on the config only
     masks = torch.empty(soft.shape[0], h, w, dtype=torch.bool, device=soft.device)
-    boxes = torch.empty(soft.shape[0], 4, device=soft.device)
     step = max(1, CHUNK_PIXELS // max(h * w, 1))
-    for i in range(0, cfg.max_detections, step):
-        chunk = _upsample(soft[i : i + step], scale, h, w, cfg)
-        masks[i : i + step] = chunk
-        boxes[i : i + step] = ops.mask_boxes(chunk)
-    return masks, boxes, labels, sc
+    for i in range(0, min(cfg.max_detections, cfg.nms_pre), step):
+        _upsample(soft[i : i + step], scale, h, w, cfg, out=masks[i : i + step])
+    return masks, ops.mask_boxes(masks), labels, sc
+
+
+def _candidate_masks(kern: Tensor, feat: Tensor, cfg: PostConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Kernels ``(M, E)`` x features ``(E, hw)`` -> binary masks ``(M, hw)`` bool
+    (``sigmoid > mask_threshold``), areas ``(M,)`` and maskness ``(M,)`` (mean probability
+    inside the mask). Eager: in row chunks of <= CHUNK_PIXELS, in place, so the (M, hw) float
+    probabilities are never materialized (the chunk count depends on the config only)."""
+    m, hw = kern.shape[0], feat.shape[1]
+    if _tracing():  # exportable: whole tensors, no in-place ops, no threshold op
+        probs = torch.sigmoid(kern @ feat)
+        binary = probs > cfg.mask_threshold
+        area = binary.to(torch.int32).sum(1).to(probs.dtype)
+        inside = torch.where(binary, probs, torch.zeros_like(probs)).sum(1)
+        return binary, area, inside / area.clamp(min=1)
+    binary = torch.empty(m, hw, dtype=torch.bool, device=feat.device)
+    area = torch.empty(m, device=feat.device)
+    inside = torch.empty(m, device=feat.device)
+    step = max(1, CHUNK_PIXELS // max(hw, 1))
+    for i in range(0, cfg.nms_pre, step):  # M <= nms_pre rows; empty chunks are no-ops
+        probs = torch.sigmoid_(kern[i : i + step] @ feat)
+        torch.gt(probs, cfg.mask_threshold, out=binary[i : i + step])
+        # bool -> uint8 view, int32 sum: a bool sum is ~50x slower on CPU
+        area[i : i + step] = binary[i : i + step].view(torch.uint8).sum(1, dtype=torch.int32)
+        inside[i : i + step] = F.threshold(probs, cfg.mask_threshold, 0.0, inplace=True).sum(1)
+    return binary, area, inside / area.clamp(min=1)
 
 
 def _upsample(
-    soft: Tensor, scale: tuple[float, float], h: int, w: int, cfg: PostConfig
+    soft: Tensor,
+    scale: tuple[float, float],
+    h: int,
+    w: int,
+    cfg: PostConfig,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Soft 1/4-scale masks ``(N, h', w')`` (cropped to the resized image) -> bool ``(N, H, W)``
-    at the original size, in one bilinear step: original pixel ``(y + 0.5)`` samples the 1/4
-    grid at ``(y + 0.5) * resized / (4 * original)``, then ``> mask_threshold`` (as the paper)."""
+    at the original size (into ``out`` if given), in one bilinear step: original pixel
+    ``(y + 0.5)`` samples the 1/4 grid at ``(y + 0.5) * resized / (4 * original)``, then
+    ``> mask_threshold`` (the paper's order: threshold after upsampling)."""
     up = F.interpolate(
         soft[:, None],
         scale_factor=scale,
@@ -117,4 +157,6 @@ def _upsample(
         align_corners=False,
         recompute_scale_factor=False,
     )
-    return up[:, 0, :h, :w] > cfg.mask_threshold
+    if out is None:
+        return up[:, 0, :h, :w] > cfg.mask_threshold
+    return torch.gt(up[:, 0, :h, :w], cfg.mask_threshold, out=out)

@@ -151,3 +151,37 @@ def test_mask_boxes_match_numpy_codec() -> None:
     want = torch.from_numpy(masks_to_boxes(masks)).float()
     torch.testing.assert_close(got, want)
     assert got[2].tolist() == [0, 0, 0, 0]
+
+
+def test_mask_iou_matrix_exact_for_bool_and_soft() -> None:
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(9, 13, 7, generator=g) < 0.4
+    masks[3] = False  # empty mask: IoU 0 with everything, itself included
+    m = masks.reshape(9, -1).double()
+    inter = m @ m.t()
+    area = m.sum(1)
+    want = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-6)).float()
+    got = ops.mask_iou_matrix(masks)  # bool: the int8 matmul on CPU
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ops.mask_iou_matrix(masks.float()), got, rtol=0, atol=1e-6)
+    assert got[3].abs().sum() == 0 and got[0, 0] == 1.0
+
+
+def test_mask_boxes_bool_and_numeric_agree() -> None:
+    masks = torch.rand(5, 20, 30, generator=torch.Generator().manual_seed(1)) < 0.02
+    masks[1] = False
+    boxes = ops.mask_boxes(masks)
+    torch.testing.assert_close(ops.mask_boxes(masks.to(torch.uint8) * 3), boxes)
+    ys, xs = torch.nonzero(masks[0], as_tuple=True)
+    assert boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert boxes[1].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 40])
+def test_mask_iou_matrix_upper_triangle(n: int) -> None:
+    masks = torch.rand(n, 6, 9, generator=torch.Generator().manual_seed(n)) < 0.5
+    full = ops.mask_iou_matrix(masks)
+    upper = ops.mask_iou_matrix(masks, upper=True)
+    keep = torch.ones(n, n, dtype=torch.bool).triu()
+    torch.testing.assert_close(upper[keep], full[keep], rtol=0, atol=0)
+    torch.testing.assert_close(full, full.t())

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.models.autoconfig import DatasetSizeStats
-from instseg.models.ops import assign_targets
+from instseg.models.ops import assign_targets, mask_boxes
 from instseg.models.solov2 import SOLOv2, solov2_light_r18
 from instseg.models.solov2_config import assignment_coverage, suggest_solov2_config
 from instseg.structures import Instances
@@ -276,6 +276,28 @@ def test_detect_exports_to_onnx(tmp_path: Path) -> None:
     assert [g.shape for g in got] == [tuple(w.shape) for w in want]
     assert (got[0] == want[0].numpy()).mean() > 0.999
     np.testing.assert_allclose(got[3], want[3].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_eager_fast_postprocess_matches_exportable_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eager path (row/output chunks, in-place ops) gives what the traced path computes on
+    whole tensors; one-row chunks and many more candidates than chunks included."""
+    from instseg.models import solov2_post
+
+    model = tiny_model(score_threshold=0.0, update_threshold=0.0, max_detections=40).eval()
+    images = [torch.rand(3, 50, 70), torch.rand(3, 90, 40)]
+    with torch.no_grad():
+        fast = model.detect(images)
+        monkeypatch.setattr(solov2_post, "CHUNK_PIXELS", 1)  # one mask per chunk
+        tiny_chunks = model.detect(images)
+        monkeypatch.setattr(solov2_post, "_tracing", lambda: True)
+        whole = model.detect(images)
+    for a, b, c in zip(fast, tiny_chunks, whole):
+        assert 0 < len(a[3]) <= 40 and a[0].shape[1:] == c[0].shape[1:]
+        for x, y in ((a, b), (a, c)):
+            assert torch.equal(x[2], y[2])  # labels
+            torch.testing.assert_close(x[3], y[3], rtol=1e-5, atol=1e-6)  # scores
+            assert (x[0] == y[0]).float().mean() > 0.999  # masks (float rounding at edges)
+        assert torch.equal(a[1], mask_boxes(a[0]))
 
 
 # -- zoo ------------------------------------------------------------------------------------

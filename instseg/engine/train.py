@@ -13,7 +13,8 @@ plan, so N steps + ``resume`` + N steps == 2N steps, bit for bit on CPU.
 Time budget (``time_budget_min`` without ``steps``/``epochs``): the first steps are timed,
 then ``total_steps = step + (budget - elapsed - reserve) / step_time`` where ``reserve`` is
 the evaluations still to come (re-planned after each evaluation and every ~2% of the run
-from the mean step time so far), so the cosine schedule ends at the budget (:class:`instseg.engine.optim.BudgetPlan`). With ``steps``/``epochs``
+from the mean step time so far), so the cosine schedule ends at the budget
+(:class:`instseg.engine.optim.BudgetPlan`). With ``steps``/``epochs``
 the budget is a hard stop. A resumed run keeps the interrupted run's plan.
 
 Ctrl-C / SIGTERM: the current step finishes, ``last.pt`` is saved, ``train`` returns with

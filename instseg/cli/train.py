@@ -82,10 +82,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: off)")
     p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="evaluate and save a moving average of the weights (e.g. 0.999; 0: off; "
+        "default: the model's recipe)",
+    )
+    p.add_argument(
         "--amp",
         choices=("auto", "bf16", "fp16", "off"),
         default="auto",
-        help="mixed precision on CUDA",
+        help="mixed precision: CUDA auto = bf16 (else fp16); CPU: bf16 or fp32, auto = the "
+        "model's CPU recipe where the CPU has native bf16 (AVX512-BF16/AMX), else fp32",
     )
     p.add_argument(
         "--augment",
@@ -149,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     from instseg.cli.common import report_skipped
     from instseg.data.formats import load_dataset
+    from instseg.engine.optim import scale_lr
     from instseg.engine.train import TrainConfig, train
     from instseg.errors import DataError
 
@@ -191,12 +201,8 @@ def run(args: argparse.Namespace) -> int:
     optimizer = args.optimizer or hp.get("optimizer", "adamw")
     lr = args.lr
     if lr is None and "lr" in hp and hp.get("optimizer", optimizer) == optimizer:
-        lr = (
-            float(hp["lr"])
-            * batch
-            * int(os.environ.get("WORLD_SIZE", "1"))
-            / int(hp.get("batch_size", batch))
-        )
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        lr = scale_lr(float(hp["lr"]), optimizer, batch * world, int(hp.get("batch_size", batch)))
     clip = args.clip_grad if args.clip_grad is not None else hp.get("grad_clip", 10.0)
     augment = _augmentation(args, model.config, train_set)
     cfg = TrainConfig(
@@ -211,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         warmup_steps=args.warmup if args.warmup is not None else int(hp.get("warmup_iters", 200)),
         clip_grad=clip or None,
-        amp=args.amp,
+        ema=float(args.ema if args.ema is not None else hp.get("ema", 0.0)) or None,
+        amp=_amp(args.amp, _device_type(args.device), hp),
         device=args.device,
         seed=args.seed,
         num_workers=args.workers,
@@ -227,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
             f"model {model.config['name']} ({model.num_classes} classes) {json.dumps(model.config)}"
         )
         print(
-            f"data: {len(train_set)} train / {n_val} val images; batch {batch}, {optimizer}, lr {lr if lr is not None else 'default'}"
+            f"data: {len(train_set)} train / {n_val} val images; batch {batch}, {optimizer}, "
+            f"lr {lr if lr is not None else 'default'}"
+            + (f", weight EMA {cfg.ema}" if cfg.ema else "")
         )
         crop = augment.crop_size
         print(f"augment: {args.augment}" + (f", random {crop[0]}x{crop[1]} crops" if crop else ""))
@@ -265,13 +274,13 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
 
     from instseg.engine.checkpoint import load_checkpoint, load_model
     from instseg.errors import DataError
-    from instseg.models.zoo import MODELS, build_model
+    from instseg.models.zoo import MODELS, build_model, training_recipe
 
+    device = _device_type(args.device)
     last = Path(args.out) / "last.pt"
     if args.resume and last.is_file():  # same architecture as the interrupted run
         config = load_checkpoint(last)["config"]
-        spec = MODELS.get(config["name"])
-        return build_model(**config), dict(spec.hyperparams) if spec else {}
+        return build_model(**config), training_recipe(config["name"], device)
     k = len(train_set.categories)
     from instseg.models.pretrained import SHIPPED
 
@@ -284,8 +293,7 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
                 "num_classes",
                 f"model has {meta['config']['num_classes']} classes, the training set {k}",
             )
-        spec = MODELS.get(meta["config"]["name"])
-        return model.train(), dict(spec.hyperparams) if spec else {}
+        return model.train(), training_recipe(meta["config"]["name"], device)
     if args.model not in MODELS:
         raise DataError(
             None,
@@ -295,13 +303,31 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
         )
     from instseg.models.autoconfig import suggest_for_model
 
-    spec = MODELS[args.model]
-    overrides = {**suggest_for_model(args.model, train_set), **_model_args(args.model_arg)}
+    suggested = suggest_for_model(args.model, train_set, cpu=device == "cpu")
+    overrides = {**suggested, **_model_args(args.model_arg)}
     try:
         model = build_model(args.model, k, **overrides)
     except (TypeError, ValueError) as exc:
         raise DataError(None, "--model-arg", f"cannot build {args.model}: {exc}") from None
-    return model, dict(spec.hyperparams)
+    return model, training_recipe(args.model, device)
+
+
+def _amp(amp: str, device: str, recipe: dict[str, Any]) -> str:
+    """``--amp`` with ``auto`` resolved on a CPU: the recipe's ``amp`` if the CPU runs it fast."""
+    from instseg.engine.config import cpu_bf16_fast
+
+    if amp == "auto" and device == "cpu":
+        return "bf16" if recipe.get("amp") == "bf16" and cpu_bf16_fast() else "off"
+    return amp
+
+
+def _device_type(device: str | None) -> str:
+    """``--device`` -> ``"cpu"`` / ``"cuda"`` (default: cuda when available)."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":")[0]
 
 
 def _model_args(items: list[str] | None) -> dict[str, Any]:

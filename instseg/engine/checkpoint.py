@@ -2,12 +2,13 @@
 
 A checkpoint is a dict saved with ``torch.save`` that loads with ``weights_only=True``:
 
-    model        state_dict
+    model        state_dict (the weights' moving average when trained with ``ema``)
     config       model.config (``{"name": zoo name, "num_classes": K, ...overrides}``)
     class_names  list[str], index = model label 0..K-1
     cat_ids      list[int], the dataset's category id of each label
     step, epoch, best_ap, plan          training progress (see instseg.engine.train)
     optimizer, scaler, rng              only in ``last.pt`` (what ``--resume`` needs)
+    model_train  the raw weights, only in ``last.pt`` of runs with ``ema``
 
 ``best.pt`` (best validation segm AP) holds the model and metadata only. A training folder
 ``DIR`` is usable wherever a model path is expected: ``DIR/best.pt`` is preferred, then
@@ -123,7 +124,7 @@ def load_model(
             resolve_checkpoint(path), "model", f"weights do not fit the architecture ({msg})"
         ) from None
     model.to(device).eval()
-    skip = {"model", "optimizer", "scaler", "rng"}
+    skip = {"model", "model_train", "optimizer", "scaler", "rng"}
     meta = {k: v for k, v in ckpt.items() if k not in skip}
     meta["path"] = str(resolve_checkpoint(path))
     return model, meta

@@ -20,6 +20,7 @@ __all__ = [
     "TrainState",
     "TrainingDiverged",
     "amp_dtype",
+    "cpu_bf16_fast",
 ]
 
 
@@ -36,13 +37,14 @@ class TrainConfig:
     epochs: int | None = None
     time_budget_min: float | None = None
     batch_size: int = 2  # per process
-    lr: float | None = None  # default: optim.DEFAULT_LR[optimizer] * global batch / 8
+    lr: float | None = None  # default: optim.DEFAULT_LR[optimizer] scaled to the global batch
     optimizer: str = "adamw"  # adamw | sgd
     weight_decay: float | None = None
     schedule: str = "cosine"  # cosine | step | constant
     warmup_steps: int = 200  # capped at a tenth of the run
     clip_grad: float | None = 10.0
-    amp: str = "auto"  # auto (bf16 if supported, else fp16) | bf16 | fp16 | off; CUDA only
+    ema: float | None = None  # decay of the weights' moving average (None: off); see engine.ema
+    amp: str = "auto"  # CUDA: auto (bf16 if supported, else fp16) | bf16 | fp16 | off; CPU: bf16
     device: str | None = None  # default: cuda if available
     seed: int = 0
     num_workers: int | None = None
@@ -90,12 +92,29 @@ class TrainResult:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``--amp`` on ``device`` (None: full precision; always on CPU)."""
-    if device.type != "cuda" or amp == "off":
+    """Autocast dtype for ``--amp`` on ``device`` (None: full precision).
+
+    CUDA: ``auto`` = bf16 where supported, else fp16. CPU: only ``bf16`` turns autocast on
+    (oneDNN bf16 convolutions are ~15% faster per training step with AVX512-BF16/AMX, see
+    :func:`cpu_bf16_fast`, and slower without); ``auto``/``fp16`` stay in fp32.
+    """
+    if amp == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if amp == "bf16" else None
+    if device.type != "cuda":
         return None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def cpu_bf16_fast() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class StopSignals:

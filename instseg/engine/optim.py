@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_LR", "build_optimizer", "lr_factor", "steps_for_budget"]
+__all__ = ["DEFAULT_LR", "build_optimizer", "lr_factor", "scale_lr", "steps_for_budget"]
 
-#: base learning rate for a batch of 8 images; scaled linearly with the batch size
+#: base learning rate for a batch of 8 images; scaled with the batch size by :func:`scale_lr`
 DEFAULT_LR = {"adamw": 2e-4, "sgd": 0.02}
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "sgd": 1e-4}
 
@@ -36,6 +36,14 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def scale_lr(lr: float, optimizer: str, batch: int, ref_batch: int) -> float:
+    """``lr`` tuned for ``ref_batch`` images -> for ``batch``: linear for SGD (Goyal et al.,
+    2017), square root for AdamW (its update size does not grow with the gradient's, only its
+    noise falls; linear scaling saturates e.g. SOLOv2's mask logits at batch 8)."""
+    ratio = batch / max(1, ref_batch)
+    return lr * (ratio if optimizer == "sgd" else math.sqrt(ratio))
 
 
 def lr_factor(

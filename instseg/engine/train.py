@@ -5,6 +5,8 @@ Per step: forward ``model.losses`` (autocast bf16/fp16 on CUDA), NaN/inf guard, 
 :func:`instseg.engine.optim.lr_factor` (warm-up + cosine or step). Around it: tqdm progress
 (losses, ETA), ``metrics.jsonl`` + ``curves.png``, periodic COCO evaluation of the validation
 set keeping ``best.pt`` (best segm AP) and ``last.pt`` (always; atomic), DDP under torchrun.
+With ``ema`` a moving average of the weights (:mod:`instseg.engine.ema`) is what evaluation
+and checkpoints' ``model`` use; ``last.pt`` keeps the raw weights as ``model_train``.
 
 Exact resume: data order is f(seed, epoch) (sampler) and augmentation f(seed, epoch, index)
 (dataset); ``last.pt`` holds model, optimizer, scaler, every rank's RNG states, step and the
@@ -45,9 +47,10 @@ from instseg.engine.config import (
     TrainState,
     amp_dtype,
 )
+from instseg.engine.ema import ModelEMA
 from instseg.engine.evaluate import evaluate_model
 from instseg.engine.metrics import MetricsLog, plot_curves
-from instseg.engine.optim import DEFAULT_LR, BudgetPlan, build_optimizer, lr_factor
+from instseg.engine.optim import DEFAULT_LR, BudgetPlan, build_optimizer, lr_factor, scale_lr
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train"]
 
@@ -83,6 +86,7 @@ def train(
     last_path, best_path = out / "last.pt", out / "best.pt"
     torch.manual_seed(cfg.seed + info.rank)  # per-rank stream for the model's own sampling
     model.to(device).train()
+    ema = ModelEMA(model, cfg.ema) if cfg.ema else None  # evaluated and saved as "model"
     net = du.wrap_model(model, info)  # forward(images, targets) = model.losses(...)
 
     data = TrainingDataset(train_set, transform=build_transform(cfg.augment), seed=cfg.seed)
@@ -95,7 +99,8 @@ def train(
     if steps_per_epoch == 0:
         raise ValueError(f"training set {train_set.source or ''} has no images")
 
-    base_lr = cfg.lr or DEFAULT_LR[cfg.optimizer] * cfg.batch_size * info.world_size / 8
+    global_batch = cfg.batch_size * info.world_size
+    base_lr = cfg.lr or scale_lr(DEFAULT_LR[cfg.optimizer], cfg.optimizer, global_batch, 8)
     optimizer = build_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -109,7 +114,9 @@ def train(
 
     if cfg.resume and last_path.is_file():
         ck = load_checkpoint(last_path, map_location="cpu")  # load_state_dict moves to device
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck.get("model_train", ck["model"]))
+        if ema is not None:
+            ema.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         step, best_ap, last_eval = int(ck["step"]), float(ck["best_ap"]), ck["last_eval"]
@@ -130,7 +137,7 @@ def train(
 
     def checkpoint(full: bool) -> dict[str, Any]:
         ck = {
-            "model": model.state_dict(),
+            "model": (ema or model).state_dict(),
             "config": dict(model.config),  # type: ignore[call-overload,arg-type]
             "class_names": train_set.class_names,
             "cat_ids": train_set.label_to_cat_id,
@@ -145,6 +152,8 @@ def train(
         if full:  # what exact resume needs; every rank joins the RNG gather
             rng = du.gather_objects(get_rng_state())
             ck.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng)
+            if ema is not None:  # the raw weights the optimizer continues from
+                ck["model_train"] = model.state_dict()
         return ck
 
     def save_last() -> None:
@@ -157,7 +166,7 @@ def train(
         eval_step = step
         if val_set is not None and main and log is not None:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                last_eval = evaluate_model(model, val_set, device=device)
+                last_eval = evaluate_model(ema.module if ema else model, val_set, device=device)
             model.train()
             log.write({"step": step, "epoch": step // steps_per_epoch, "eval": last_eval})
             ap = float(last_eval["segm"]["AP"])
@@ -235,6 +244,8 @@ def train(
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    if ema is not None:
+                        ema.update(model, step)
                     consistent = True
 
                     if plan.after_step(step, elapsed):  # budget run: just planned

@@ -5,7 +5,7 @@
 Mask R-CNN variants:
 
 * input scale: small objects are upsampled until the median object is >= 24 px and the
-  5th percentile >= 12 px at the input; large objects are downsampled (for speed) while the
+  5th percentile >= 12 px at the input (16 / 8 px for CPU training, ``cpu=True``); large objects are downsampled (for speed) while the
   median stays >= 96 px and the 5th percentile >= 32 px. When object sizes in pixels vary
   less across images than object sizes relative to the image (microscopy, fixed optics),
   every image gets the same scale (``input_scale``; long side capped at
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["DatasetSizeStats", "suggest_config", "suggest_for_model", "training_crop"]
 
 MEDIAN_MIN, SMALL_MIN = 24.0, 12.0  # upsample until objects reach these sizes
+#: training on a CPU, steps are dear: objects are upsampled only to these sizes and crowded
+#: images sample 256 (not 512) anchors / RoIs, so a time budget buys ~2x the steps
+CPU_MEDIAN_MIN, CPU_SMALL_MIN = 16.0, 8.0
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
 MAX_FIXED_SCALE_INPUT = 2560  # long-side cap of fixed-scale models (input_scale)
 TRAIN_CROP = 512  # default training crop of fixed-scale models, in model-input pixels
@@ -136,8 +139,12 @@ def _nice(x: float, step: float = 0.05) -> float:
     return round(max(step, round(x / step) * step), 4)
 
 
-def suggest_config(stats: DatasetSizeStats, max_input_size: int = 1333) -> dict[str, Any]:
+def suggest_config(
+    stats: DatasetSizeStats, max_input_size: int = 1333, cpu: bool = False
+) -> dict[str, Any]:
     """``build_model`` overrides for a GN Mask R-CNN variant (``maskrcnn_r18_fpn`` ...).
+
+    ``cpu``: settings for training on a CPU (smaller upsampling targets, fewer samples).
 
     Returns ``{}`` for a dataset without instances. Keys: ``input_scale`` or ``min_size``,
     ``max_size``, ``min_level``, ``anchor_sizes``, ``aspect_ratios``, ``max_detections``,
@@ -147,7 +154,8 @@ def suggest_config(stats: DatasetSizeStats, max_input_size: int = 1333) -> dict[
     if stats.num_instances == 0 or stats.mask_size_p50 <= 0:
         return {}
     p5, p50 = max(stats.mask_size_p5, 1.0), stats.mask_size_p50
-    scale = max(MEDIAN_MIN / p50, SMALL_MIN / p5)
+    median_min, small_min = (CPU_MEDIAN_MIN, CPU_SMALL_MIN) if cpu else (MEDIAN_MIN, SMALL_MIN)
+    scale = max(median_min / p50, small_min / p5)
     if scale < 1.0:
         scale = min(1.0, max(scale, MEDIAN_KEEP / p50, SMALL_KEEP / p5))
     scale = _nice(min(scale, 4.0))
@@ -182,13 +190,16 @@ def suggest_config(stats: DatasetSizeStats, max_input_size: int = 1333) -> dict[
         cfg["rpn_pre_nms_top_n_test"] = max(1000, 3 * cfg["max_detections"])
         cfg["rpn_post_nms_top_n_test"] = max(1000, 3 * cfg["max_detections"])
     if stats.instances_per_image_p50 > 20:
-        cfg["rpn_batch_size_per_image"] = 512
-        cfg["box_batch_size_per_image"] = 512
+        cfg["rpn_batch_size_per_image"] = 256 if cpu else 512
+        cfg["box_batch_size_per_image"] = 256 if cpu else 512
     return cfg
 
 
-def suggest_for_model(name: str, ds: InstanceDataset, max_input_size: int = 1333) -> dict[str, Any]:
-    """Data-adaptive overrides for zoo model ``name`` (any family) from a training set.
+def suggest_for_model(
+    name: str, ds: InstanceDataset, max_input_size: int = 1333, cpu: bool = False
+) -> dict[str, Any]:
+    """Data-adaptive overrides for zoo model ``name`` (any family) from a training set
+    (``cpu``: for training on a CPU, see :func:`suggest_config`).
 
     Use as ``build_model(name, K, **{**suggest_for_model(name, ds), **user_overrides})``.
     SOLOv2 names get ``suggest_solov2_config``; the torchvision-layout Mask R-CNN (fixed
@@ -206,7 +217,7 @@ def suggest_for_model(name: str, ds: InstanceDataset, max_input_size: int = 1333
         from instseg.models.solov2_config import suggest_solov2_config
 
         return suggest_solov2_config(stats, ds, max_input_size=max_input_size)
-    cfg = suggest_config(stats, max_input_size=max_input_size)
+    cfg = suggest_config(stats, max_input_size=max_input_size, cpu=cpu)
     if name == "maskrcnn_r50_fpn_torchvision":
         cfg = {k: v for k, v in cfg.items() if k not in ("min_level", "anchor_sizes")}
     return cfg

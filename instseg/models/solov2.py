@@ -330,7 +330,7 @@ class SOLOv2(nn.Module):
             labels.append(cell_labels)
             pos = cell_gt >= 0
             if bool(pos.any()):
-                logits = kernel_flat[b][pos] @ mask_feat[b].flatten(1)
+                logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
                 probs = torch.sigmoid(logits).view(-1, *mask_feat.shape[-2:])
                 dice.append(ops.dice_loss(probs, soft[cell_gt[pos]]))
         all_labels = torch.cat(labels)

@@ -136,3 +136,14 @@ def test_training_crop_defaults_and_overrides() -> None:
     assert training_crop({"input_scale": 2.0}, ds, 0) is None
     with pytest.raises(ValueError):
         training_crop({}, ds, -1)
+
+
+def test_cpu_settings_buy_cheaper_steps() -> None:
+    gpu, cpu = suggest_config(nuclei_like()), suggest_config(nuclei_like(), cpu=True)
+    assert cpu["input_scale"] < gpu["input_scale"]  # smaller inputs on a CPU
+    assert nuclei_like().mask_size_p50 * cpu["input_scale"] >= 16
+    assert nuclei_like().mask_size_p5 * cpu["input_scale"] >= 8 * 0.95  # rounded to 0.05
+    assert cpu["rpn_batch_size_per_image"] == cpu["box_batch_size_per_image"] == 256
+    assert cpu["max_detections"] == gpu["max_detections"]
+    # objects already large enough: the CPU flag changes nothing
+    assert suggest_config(pedestrian_like(), cpu=True) == suggest_config(pedestrian_like())

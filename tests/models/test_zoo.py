@@ -76,3 +76,13 @@ def test_gn_variants_have_no_batchnorm() -> None:
     kinds = {type(m).__name__ for m in model.modules()}
     assert "GroupNorm" in kinds
     assert not {"BatchNorm2d", "FrozenBatchNorm2d"} & kinds
+
+
+def test_training_recipe_merges_the_device_entry() -> None:
+    from instseg.models.zoo import training_recipe
+
+    cpu, gpu = training_recipe("maskrcnn_r18_fpn", "cpu"), training_recipe("maskrcnn_r18_fpn", "cuda:1")
+    assert cpu["batch_size"] == 1 and gpu["batch_size"] == 8
+    assert "cpu" not in cpu and "cuda" not in gpu and cpu["optimizer"] == gpu["optimizer"]
+    assert training_recipe("solov2_r18_fpn", "cpu")["lr"] < cpu["lr"]  # SOLOv2's saturating Dice
+    assert training_recipe("nope", "cpu") == {}

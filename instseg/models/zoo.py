@@ -154,7 +154,7 @@ def training_recipe(name: str, device: str = "cpu") -> dict[str, Any]:
     if spec is None:
         return {}
     hp = dict(spec.hyperparams)
-    per_device = {k: hp.pop(k) for k in ("cpu", "cuda") if k in hp}
+    per_device: dict[str, dict[str, Any]] = {k: hp.pop(k) for k in ("cpu", "cuda") if k in hp}
     return {**hp, **per_device.get(device.split(":")[0], {})}
 
 

@@ -93,8 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--amp",
         choices=("auto", "bf16", "fp16", "off"),
         default="auto",
-        help="mixed precision: CUDA auto = bf16 (else fp16); CPU: fp32 unless bf16 (~15%% "
-        "faster steps with AVX512-BF16/AMX, but box regression can overflow: experimental)",
+        help="mixed precision: CUDA auto = bf16 (else fp16); CPU: fp32 unless bf16 (faster "
+        "with AVX512-BF16/AMX, but box regression can overflow: experimental)",
     )
     p.add_argument(
         "--augment",

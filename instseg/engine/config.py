@@ -95,9 +95,9 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``--amp`` on ``device`` (None: full precision).
 
     CUDA: ``auto`` = bf16 where supported, else fp16. CPU: only ``bf16`` turns autocast on
-    (oneDNN bf16 convolutions make a training step ~13% faster with AVX512-BF16/AMX, see
-    :func:`cpu_bf16_fast`, and slower without; experimental: a 15-minute nuclei run diverged
-    in the box regression at step 706); ``auto``/``fp16`` stay in fp32.
+    (oneDNN bf16 convolutions are faster with AVX512-BF16/AMX, see :func:`cpu_bf16_fast`, and
+    slower without; experimental: a 15-minute nuclei run diverged in the box regression at
+    step 706, ``runs/bench_nuclei_bf16``); ``auto``/``fp16`` stay in fp32.
     """
     if amp == "off":
         return None

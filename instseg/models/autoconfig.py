@@ -5,10 +5,10 @@
 Mask R-CNN variants:
 
 * input scale: small objects are upsampled until the median object is >= 24 px and the
-  5th percentile >= 12 px at the input (16 / 8 px for CPU training, ``cpu=True``); large objects are downsampled (for speed) while the
-  median stays >= 96 px and the 5th percentile >= 32 px. When object sizes in pixels vary
-  less across images than object sizes relative to the image (microscopy, fixed optics),
-  every image gets the same scale (``input_scale``; long side capped at
+  5th percentile >= 12 px at the input (16 / 8 px for CPU training, ``cpu=True``); large
+  objects are downsampled (for speed) while the median stays >= 96 px and the 5th
+  percentile >= 32 px. When object sizes in pixels vary less across images than object
+  sizes relative to the image (microscopy, fixed optics), every image gets the same scale (``input_scale``; long side capped at
   ``MAX_FIXED_SCALE_INPUT``); otherwise torchvision's short-side resize (``min_size``, long
   side capped by ``max_input_size``). Training crops (``training_crop``) keep the cost of a
   training step independent of the image size.
@@ -37,7 +37,7 @@ __all__ = ["DatasetSizeStats", "suggest_config", "suggest_for_model", "training_
 
 MEDIAN_MIN, SMALL_MIN = 24.0, 12.0  # upsample until objects reach these sizes
 #: training on a CPU, steps are dear: objects are upsampled only to these sizes and crowded
-#: images sample 256 (not 512) anchors / RoIs, so a time budget buys ~2x the steps
+#: images sample 256 (not 512) anchors / RoIs, so a time budget buys more, cheaper steps
 CPU_MEDIAN_MIN, CPU_SMALL_MIN = 16.0, 8.0
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
 MAX_FIXED_SCALE_INPUT = 2560  # long-side cap of fixed-scale models (input_scale)

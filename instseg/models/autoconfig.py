@@ -8,8 +8,8 @@ Mask R-CNN variants:
   5th percentile >= 12 px at the input (16 / 8 px for CPU training, ``cpu=True``); large
   objects are downsampled (for speed) while the median stays >= 96 px and the 5th
   percentile >= 32 px. When object sizes in pixels vary less across images than object
-  sizes relative to the image (microscopy, fixed optics), every image gets the same scale (``input_scale``; long side capped at
-  ``MAX_FIXED_SCALE_INPUT``); otherwise torchvision's short-side resize (``min_size``, long
+  sizes relative to the image (microscopy, fixed optics), every image gets the same scale
+  (``input_scale``; long side capped at ``MAX_FIXED_SCALE_INPUT``); otherwise torchvision's short-side resize (``min_size``, long
   side capped by ``max_input_size``). Training crops (``training_crop``) keep the cost of a
   training step independent of the image size.
 * anchors: one size per pyramid level, doubling from the 5th-percentile box size; P2

@@ -116,7 +116,7 @@ def train_reference(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     data = TrainingDataset(train_set, transform=build_transform(hflip_only), seed=seed)
-    loader = build_loader(data, batch_size, True, seed, num_workers)
+    loader = build_loader(data, batch_size, True, seed, num_workers, device="cpu")
     steps_per_epoch = max(1, math.ceil(len(data) / batch_size))
     warmup = min(1000, max(1, steps_per_epoch - 1))
     params = [p for p in model.parameters() if p.requires_grad]

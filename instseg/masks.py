@@ -42,8 +42,10 @@ def decode(rles: list[RLE] | RLE, height: int | None = None, width: int | None =
             raise ValueError("decode([]) needs height and width")
         return np.zeros((0, height, width), dtype=bool)
     compressed = [to_compressed(r) for r in rles]
-    out = mask_utils.decode(compressed)  # (H, W, N) uint8, Fortran order
-    return np.ascontiguousarray(out.transpose(2, 0, 1)).astype(bool)
+    out = mask_utils.decode(compressed)  # (H, W, N) uint8 0/1, Fortran order
+    # a view, not a copy: (N, H, W) with each mask column-major (callers that crop first
+    # never touch the rest of a large image's masks)
+    return out.view(np.bool_).transpose(2, 0, 1)
 
 
 def to_compressed(rle: RLE) -> RLE:

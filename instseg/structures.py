@@ -87,7 +87,7 @@ class Instances:
     ) -> Instances:
         """Build from bool masks ``(N, H, W)``; boxes are the masks' tight boxes."""
         m = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-        m = m.astype(bool)
+        m = np.asarray(m, dtype=bool)  # no copy when already bool (any strides)
         n = m.shape[0]
         def opt(x: Any, dtype: torch.dtype) -> torch.Tensor | None:
             return None if x is None else _as_tensor(x, dtype)

@@ -128,7 +128,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt exactly")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers per process")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data loader workers per process (default: 0 when training on a CPU with <= 4 "
+        "cores, else 1 per 8 cores; GPU: cores - 1, <= 4)",
+    )
     add_format_arguments(p)
     p.add_argument(
         "--skip-invalid",

@@ -131,12 +131,21 @@ def collate(batch: list[tuple[torch.Tensor, Instances]]) -> Batch:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def default_num_workers(world_size: int = 1) -> int:
-    """Loader workers per process: one core is left to the training process (2 cores -> 1)."""
+def default_num_workers(world_size: int = 1, device: str = "cuda") -> int:
+    """Loader workers per process.
+
+    GPU training: one core is left to the training process (2 cores -> 1, at most 4).
+    CPU training: the model's threads use every core, and a worker competing with them
+    costs more than loading in the main process (2 cores: 80 nuclei steps took 68 s with one
+    worker, 62 s with none), so 0 up to 4 cores per process, then one per 8 cores (<= 4).
+    """
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
-    return max(0, min(4, cores // max(1, world_size) - 1))
+    per_process = cores // max(1, world_size)
+    if str(device).split(":")[0] == "cpu":
+        return 0 if per_process <= 4 else min(4, per_process // 8)
+    return max(0, min(4, per_process - 1))
 
 
 def build_loader(
@@ -147,13 +156,14 @@ def build_loader(
     num_workers: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    device: str = "cuda",
 ) -> DataLoader:
     """DataLoader with a :class:`ResumableSampler` (set its epoch/start before iterating).
 
     The loader has its own ``torch.Generator`` so creating an iterator never draws from the
     global RNG (which the model's own sampling uses and the checkpoint restores).
     """
-    workers = default_num_workers(world_size) if num_workers is None else num_workers
+    workers = default_num_workers(world_size, device) if num_workers is None else num_workers
     sampler = ResumableSampler(data, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(
         data,

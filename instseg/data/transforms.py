@@ -79,7 +79,8 @@ def _uniform(lo: float, hi: float) -> float:
 
 
 class TrainTransform:
-    """Flip(s) -> scale jitter -> random crop -> photometric jitter; see :class:`AugmentConfig`."""
+    """Flip(s) -> scale jitter -> random crop -> photometric jitter (with ``crop_size``: crop
+    -> flip(s) -> scale, the same distribution, cheaper); see :class:`AugmentConfig`."""
 
     def __init__(self, cfg: AugmentConfig | None = None) -> None:
         self.cfg = cfg or AugmentConfig()
@@ -105,22 +106,29 @@ class TrainTransform:
         )
         sample = {
             "image": tv_tensors.Image(image),
-            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "masks": tv_tensors.Mask(masks),
             "boxes": tv_tensors.BoundingBoxes(target.boxes, format="XYXY", canvas_size=(h, w)),
         }
-        if self.flips is not None:
-            sample = self.flips(sample)
-
+        index = torch.arange(len(target))  # target rows still in `sample`
         s = _uniform(*self.cfg.scale_range)
-        if self.cfg.crop_size is not None:  # crop the source region first, then scale it:
-            # the same crops as scale-then-crop, without resizing the whole image and all masks
+        if self.cfg.crop_size is not None:  # crop the source window first, then flip and scale
+            # it: the same distribution as flip-scale-crop, without flipping or resizing the
+            # whole image and all its masks (a crowded 1272x603 image has 250 of them)
             ch, cw = self.cfg.crop_size
             sh, sw = min(h, math.ceil(ch / s)), min(w, math.ceil(cw / s))
             sample = _random_crop(sample, sh, sw)
+            if target.masks is not None:  # drop the instances the window misses before the
+                sample, index = _drop_outside(sample, index)  # masks are copied and resized
+            sample["masks"] = tv_tensors.Mask(sample["masks"].to(torch.uint8))
+            if self.flips is not None:
+                sample = self.flips(sample)
             if s != 1.0:
                 size = [max(1, min(ch, round(sh * s))), max(1, min(cw, round(sw * s)))]
                 sample = {k: _resize(v, size) for k, v in sample.items()}
-        else:  # scale, then crop back to the original size (zoomed-in images keep their size)
+        else:  # flip, scale, then crop back to the original size (zoomed-in images keep their size)
+            sample["masks"] = tv_tensors.Mask(sample["masks"].to(torch.uint8))
+            if self.flips is not None:
+                sample = self.flips(sample)
             if s != 1.0:
                 size = [max(1, round(h * s)), max(1, round(w * s))]
                 sample = {k: _resize(v, size) for k, v in sample.items()}
@@ -135,18 +143,34 @@ class TrainTransform:
             keep = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) >= self.cfg.min_area
             kept_masks = None
         else:
-            keep = new_masks.flatten(1).sum(1) >= self.cfg.min_area
+            keep = new_masks.flatten(1).count_nonzero(1) >= self.cfg.min_area
             kept_masks = new_masks[keep]
             boxes = mask_boxes(kept_masks)
+        rows = index[keep]
         out = Instances(
             image_size=(int(out_image.shape[-2]), int(out_image.shape[-1])),
             boxes=boxes if target.masks is not None else boxes[keep],
-            labels=target.labels[keep],
+            labels=target.labels[rows],
             masks=kept_masks,
-            iscrowd=target.iscrowd[keep] if target.iscrowd is not None else None,
-            track_ids=target.track_ids[keep] if target.track_ids is not None else None,
+            iscrowd=target.iscrowd[rows] if target.iscrowd is not None else None,
+            track_ids=target.track_ids[rows] if target.track_ids is not None else None,
         )
         return out_image.contiguous(), out
+
+
+def _drop_outside(
+    sample: dict[str, torch.Tensor], index: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Keep the instances whose box (tight around the mask) overlaps the cropped window;
+    ``index`` maps ``sample`` rows to target rows."""
+    b = F.clamp_bounding_boxes(sample["boxes"]).as_subclass(torch.Tensor)  # type: ignore[arg-type]
+    sel = ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).nonzero().flatten()
+    if len(sel) == len(index):
+        return sample, index
+    out = dict(sample)
+    for key in ("masks", "boxes"):
+        out[key] = tv_tensors.wrap(sample[key][sel], like=sample[key])  # type: ignore[arg-type]
+    return out, index[sel]
 
 
 def _random_crop(sample: dict[str, torch.Tensor], ch: int, cw: int) -> dict[str, torch.Tensor]:

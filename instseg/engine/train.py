@@ -91,7 +91,8 @@ def train(
 
     data = TrainingDataset(train_set, transform=build_transform(cfg.augment), seed=cfg.seed)
     loader = build_loader(
-        data, cfg.batch_size, True, cfg.seed, cfg.num_workers, info.rank, info.world_size
+        data, cfg.batch_size, True, cfg.seed, cfg.num_workers, info.rank, info.world_size,
+        device.type,
     )
     sampler = loader.sampler
     assert isinstance(sampler, ResumableSampler)

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead as ConvFCHead
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -35,10 +34,9 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, box_area
 
-from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
 from instseg.structures import Instances
 
-__all__ = ["MaskRCNN", "build_gn_maskrcnn", "maskrcnn_mnv3_fpn", "maskrcnn_r18_fpn", "maskrcnn_r50_fpn"]
+__all__ = ["MaskRCNN"]
 
 
 def _ioa(boxes: Tensor, crowd: Tensor) -> Tensor:
@@ -95,7 +93,8 @@ class _CrowdAwareRoIHeads(RoIHeads):
 
 class _Transform(GeneralizedRCNNTransform):
     """torchvision's transform (short side -> ``min_size``, long side <= ``max_size``), or,
-    with ``input_scale``, a fixed scale factor for every image (long side still <= ``max_size``)."""
+    with ``input_scale``, a fixed scale factor for every image (long side still <= ``max_size``);
+    ``train_input_scale``, when given, replaces it in training mode."""
 
     def __init__(
         self,
@@ -104,10 +103,14 @@ class _Transform(GeneralizedRCNNTransform):
         image_mean: list[float],
         image_std: list[float],
         input_scale: float | None = None,
+        train_input_scale: float | None = None,
     ) -> None:
         sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
         super().__init__(sizes, max_size, image_mean, image_std)
+        if train_input_scale is not None and input_scale is None:
+            raise ValueError("train_input_scale needs input_scale (the fixed-scale mode)")
         self.input_scale = input_scale
+        self.train_input_scale = train_input_scale
 
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
@@ -115,7 +118,10 @@ class _Transform(GeneralizedRCNNTransform):
         if self.input_scale is None:
             return super().resize(image, target)
         h, w = image.shape[-2:]
-        scale = min(float(self.input_scale), self.max_size / max(h, w))
+        fixed = self.input_scale
+        if self.training and self.train_input_scale is not None:
+            fixed = self.train_input_scale
+        scale = min(float(fixed), self.max_size / max(h, w))
         image = F.interpolate(
             image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True
         )[0]
@@ -154,8 +160,15 @@ class MaskRCNN(GeneralizedRCNN):
     default to torchvision's (TwoMLPHead 1024, 4 x 256 convs, no norm); pass GN heads for
     from-scratch training with ``box_head_dim``/``mask_head_dim`` their output widths.
     ``anchor_sizes``: one list per feature map (default ``8 * stride``, torchvision's 32..512).
-    Other arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``, ``max_detections``
-    and ``mask_threshold`` are also attributes that can be changed after construction.
+    ``input_scale``: every image resized by this factor (instead of ``min_size``);
+    ``train_input_scale``: another factor for training mode only (cheaper CPU training steps
+    at a smaller scale, inference at ``input_scale``).
+    ``mask_scoring``: a detection's score is its class score times its mask's confidence
+    (the mean probability over the pixels above ``mask_threshold``: SOLOv2's "maskness"), so
+    detections with vague masks rank lower (off: torchvision's scores, e.g. to reproduce
+    its detections). Other arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``,
+    ``max_detections``, ``mask_threshold`` and ``mask_scoring`` are also attributes that can
+    be changed after construction.
     """
 
     def __init__(
@@ -170,6 +183,7 @@ class MaskRCNN(GeneralizedRCNN):
         min_size: int | Sequence[int] = 800,
         max_size: int = 1333,
         input_scale: float | None = None,
+        train_input_scale: float | None = None,
         image_mean: Sequence[float] = (0.485, 0.456, 0.406),
         image_std: Sequence[float] = (0.229, 0.224, 0.225),
         anchor_sizes: Sequence[Sequence[int]] | None = None,
@@ -191,6 +205,7 @@ class MaskRCNN(GeneralizedRCNN):
         score_threshold: float = 0.05,
         max_detections: int = 100,
         mask_threshold: float = 0.5,
+        mask_scoring: bool = False,
         crowd_ioa_threshold: float = 0.5,
     ) -> None:
         if num_classes < 1:
@@ -240,10 +255,13 @@ class MaskRCNN(GeneralizedRCNN):
             mask_predictor=MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes + 1),
         )
         rpn.crowd_ioa_threshold = roi_heads.crowd_ioa_threshold = crowd_ioa_threshold
-        transform = _Transform(min_size, max_size, list(image_mean), list(image_std), input_scale)
+        transform = _Transform(
+            min_size, max_size, list(image_mean), list(image_std), input_scale, train_input_scale
+        )
         super().__init__(backbone, rpn, roi_heads, transform)
         self.num_classes = num_classes
         self.mask_threshold = mask_threshold
+        self.mask_scoring = mask_scoring
         self.config: dict[str, Any] = {}
 
     # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
@@ -343,42 +361,37 @@ class MaskRCNN(GeneralizedRCNN):
         finally:
             for m, flag in modes:
                 m.training = flag
-        out = []
-        for det, in_size, size in zip(detections, image_list.image_sizes, sizes):
-            boxes = resize_boxes(det["boxes"], in_size, size)
-            order = torch.sort(det["scores"], descending=True, stable=True).indices
-            boxes, soft = boxes[order], det["masks"][order]
-            masks = torch.zeros((len(boxes), *size), dtype=torch.bool)
-            for i in range(0, len(boxes), mask_chunk):
-                pasted = paste_masks_in_image(soft[i : i + mask_chunk], boxes[i : i + mask_chunk], size)
-                masks[i : i + mask_chunk] = (pasted[:, 0] > self.mask_threshold).cpu()
-            out.append(
-                Instances(
-                    image_size=size,
-                    boxes=boxes.cpu(),
-                    labels=(det["labels"][order] - 1).cpu(),
-                    scores=det["scores"][order].cpu(),
-                    masks=masks,
-                )
-            )
-        return out
+        return [
+            self._postprocess(det, in_size, size, mask_chunk)
+            for det, in_size, size in zip(detections, image_list.image_sizes, sizes)
+        ]
 
-
-# -- variants ---------------------------------------------------------------------------------
-#: architecture defaults of the from-scratch (GroupNorm everywhere) variants; any key, and any
-#: ``MaskRCNN`` argument, can be overridden through ``build_model(name, K, **overrides)``.
-GN_VARIANTS: dict[str, dict[str, Any]] = {
-    "maskrcnn_r50_fpn": {"backbone": "resnet50", "fpn_channels": 256, "box_convs": 4,
-                         "box_fc": 1024, "mask_convs": 4, "min_size": 800, "max_size": 1333},
-    # CPU variants: a 2fc box head on 256 RoIs/image (the 2-conv head on 512 RoIs was half
-    # of all training FLOPs), 2-conv GN mask head
-    "maskrcnn_r18_fpn": {"backbone": "resnet18", "fpn_channels": 128, "box_convs": 0,
-                         "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
-                         "box_batch_size_per_image": 256},
-    "maskrcnn_mnv3_fpn": {"backbone": "mobilenet_v3", "fpn_channels": 96, "box_convs": 0,
-                          "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
-                          "box_batch_size_per_image": 256},
-}  # fmt: skip
+    def _postprocess(
+        self, det: dict[str, Tensor], in_size: tuple[int, int], size: tuple[int, int], chunk: int
+    ) -> Instances:
+        """torchvision's detections of one image (input coordinates, soft (N, 1, 28, 28) masks)
+        -> ``Instances`` in the original ``size``, masks pasted and thresholded, scores
+        descending (times the mask confidence with ``mask_scoring``)."""
+        boxes = resize_boxes(det["boxes"], in_size, size)
+        scores, soft = det["scores"], det["masks"]
+        masks = torch.zeros((len(boxes), *size), dtype=torch.bool)
+        confidence = torch.ones_like(scores)
+        for i in range(0, len(boxes), chunk):
+            pasted = paste_masks_in_image(soft[i : i + chunk], boxes[i : i + chunk], size)[:, 0]
+            binary = pasted > self.mask_threshold
+            if self.mask_scoring:
+                inside = (pasted * binary).flatten(1).sum(1)
+                confidence[i : i + chunk] = inside / binary.flatten(1).sum(1).clamp(min=1)
+            masks[i : i + chunk] = binary.cpu()
+        scores = scores * confidence
+        order = torch.sort(scores, descending=True, stable=True).indices
+        return Instances(
+            image_size=size,
+            boxes=boxes[order].cpu(),
+            labels=(det["labels"][order] - 1).cpu(),
+            scores=scores[order].cpu(),
+            masks=masks[order.cpu()],
+        )
 
 
 def _json_config(name: str, num_classes: int, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -386,61 +399,3 @@ def _json_config(name: str, num_classes: int, overrides: dict[str, Any]) -> dict
         return {"name": name, "num_classes": int(num_classes), **json.loads(json.dumps(overrides))}
     except TypeError as err:
         raise TypeError(f"{name}: overrides must be JSON-serialisable ({err})") from None
-
-
-def build_gn_maskrcnn(
-    name: str,
-    num_classes: int,
-    *,
-    backbone: str = "resnet18",
-    min_level: int = 2,
-    fpn_channels: int = 128,
-    width_mult: float = 1.0,
-    box_convs: int = 2,
-    box_fc: int = 512,
-    mask_convs: int = 2,
-    **model_kwargs: Any,
-) -> MaskRCNN:
-    """GroupNorm Mask R-CNN for training from scratch: GN backbone (``resnet18/34/50/101`` or
-    ``mobilenet_v3``), GN FPN on ``P{min_level}..P6``, GN conv box head (``box_convs`` x 3x3
-    + one fc of ``box_fc``; ``box_convs=0``: two fc), GN mask head (``mask_convs`` x 3x3),
-    all ``fpn_channels`` wide."""
-    if backbone == "mobilenet_v3":
-        body = mobilenet_v3_fpn(width_mult, "gn", min_level, fpn_channels)
-    else:
-        body = resnet_fpn(backbone, "gn", min_level, fpn_channels)
-    c = fpn_channels
-    fcs = [box_fc] if box_convs else [box_fc, box_fc]
-    box_head = ConvFCHead((c, 7, 7), [c] * box_convs, fcs, norm_layer=group_norm)
-    mask_head = MaskRCNNHeads(c, [c] * mask_convs, 1, norm_layer=group_norm)
-    model = MaskRCNN(
-        body, num_classes, box_head=box_head, box_head_dim=box_fc, mask_head=mask_head,
-        mask_head_dim=c, **model_kwargs,
-    )  # fmt: skip
-    predictor = model.roi_heads.box_predictor
-    nn.init.normal_(predictor.cls_score.weight, std=0.01)
-    nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
-    nn.init.zeros_(predictor.cls_score.bias)
-    nn.init.zeros_(predictor.bbox_pred.bias)
-    return model
-
-
-def _gn_variant(name: str, num_classes: int, overrides: dict[str, Any]) -> MaskRCNN:
-    model = build_gn_maskrcnn(name, num_classes, **{**GN_VARIANTS[name], **overrides})
-    model.config = _json_config(name, num_classes, overrides)
-    return model
-
-
-def maskrcnn_r50_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
-    """ResNet-50-FPN, GroupNorm everywhere, 4conv1fc box head, 256 channels (GPU)."""
-    return _gn_variant("maskrcnn_r50_fpn", num_classes, overrides)
-
-
-def maskrcnn_r18_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
-    """ResNet-18-FPN, GroupNorm everywhere, 128-channel FPN/mask head, 2fc box head: CPU."""
-    return _gn_variant("maskrcnn_r18_fpn", num_classes, overrides)
-
-
-def maskrcnn_mnv3_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
-    """MobileNetV3-Large-FPN (strides 4..32), GroupNorm everywhere, 96-channel FPN/heads."""
-    return _gn_variant("maskrcnn_mnv3_fpn", num_classes, overrides)

@@ -6,7 +6,8 @@ SOLOv2 variants, in the spirit of Mask R-CNN's ``suggest_config`` (whose input-s
 reuses, so both families see the same input):
 
 * input: ``input_scale`` or ``min_size`` / ``max_size`` as ``suggest_config`` (the median
-  object >= 24 px at the input, small ones >= 12 px; large images downsampled).
+  object >= 24 px at the input, small ones >= 12 px, 16 / 8 px for CPU training; large
+  images downsampled).
 * scale ranges: the paper's ``(1, b), (b/2, 2b), (b, 4b), (2b, 8b), (4b, ~21b)`` with
   ``b = 96`` at 800x1333; here ``b`` = twice the median object (``sqrt`` of box area) at the
   input, clipped to [32, 96], so level 0 holds the typical object and its smaller half.
@@ -86,19 +87,23 @@ def suggest_solov2_config(
     dataset: InstanceDataset | None = None,
     max_input_size: int = 1333,
     min_coverage: float = 0.97,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     """``build_model`` overrides for a SOLOv2 variant (``solov2_r18_fpn`` ...).
 
     Returns ``{}`` for a dataset without instances. Keys: ``input_scale`` or ``min_size``,
     ``max_size``, ``num_grids`` (5 ints), ``scale_ranges`` (5 ``[lo, hi]``),
     ``max_detections``, ``nms_pre``. With ``dataset`` (the one ``stats`` came from) the grids
-    are refined to reach ``min_coverage`` (see the module docstring).
+    are refined to reach ``min_coverage`` (see the module docstring). ``cpu``: the CPU
+    input scale of ``suggest_config`` (smaller upsampling: cheaper steps).
     """
-    base_cfg = suggest_config(stats, max_input_size=max_input_size)
+    base_cfg = suggest_config(stats, max_input_size=max_input_size, cpu=cpu)
     if not base_cfg:
         return {}
     keys = ("input_scale", "min_size", "max_size")
     cfg: dict[str, Any] = {k: base_cfg[k] for k in keys if k in base_cfg}
+    if "train_input_scale" in base_cfg:  # SOLOv2 trains and infers at one scale
+        cfg["input_scale"] = base_cfg["train_input_scale"]
     short, long = max(stats.image_short_p50, 1.0), max(stats.image_long_p50, 1.0)
     scale = _input_scale(cfg, int(short), int(long))
     side = scale * math.sqrt(short * long)  # typical input side

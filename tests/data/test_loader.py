@@ -75,6 +75,8 @@ def test_augmentation_independent_of_workers_and_resume(shapes) -> None:  # type
 def test_default_num_workers() -> None:
     assert 0 <= default_num_workers() <= 4
     assert default_num_workers(world_size=64) == 0
+    assert default_num_workers(world_size=64, device="cpu") == 0
+    assert 0 <= default_num_workers(device="cpu") <= default_num_workers(device="cuda:0") + 1
 
 
 @pytest.mark.parametrize("workers", [0, 1])

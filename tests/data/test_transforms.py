@@ -123,3 +123,27 @@ def test_crop_size_crops_the_source_window_then_scales() -> None:
             values = img2[0][m].float()
             assert ((values - values.median()).abs() < 1).float().mean() > 0.5
     assert len(sizes) > 1  # at small scales the whole image is smaller than the crop
+
+
+def test_crop_keeps_labels_crowd_and_track_ids_with_their_masks() -> None:
+    """Instances the crop window misses are dropped before resizing; the survivors keep their
+    own label / crowd flag / track id (colour i+1 painted under instance i)."""
+    image, inst = _sample(40, 60)
+    cfg = AugmentConfig(
+        hflip=True, vflip=True, scale_range=(0.8, 1.5), crop_size=(16, 16), brightness=0,
+        contrast=0, saturation=0,
+    )  # fmt: skip
+    t = TrainTransform(cfg)
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        img2, out = t(image, inst)
+        assert out.masks is not None and out.track_ids is not None and out.iscrowd is not None
+        for m, tid, crowd, lab in zip(out.masks, out.track_ids, out.iscrowd, out.labels):
+            i = int(tid) - 7
+            seen.add(i)
+            assert (int(lab), bool(crowd)) == ([0, 1, 1][i], [False, True, False][i])
+            if int(m.sum()) >= 20:  # tiny ones are all border (antialiased image)
+                values = img2[0][m].float()
+                assert ((values - 50 * (i + 1)).abs() < 1).float().mean() > 0.5
+    assert {0, 1} <= seen

@@ -117,6 +117,49 @@ def test_real_pennfudan_and_stardist() -> None:
     nuc = suggest_config(DatasetSizeStats.from_dataset(load_dataset(data_path("stardist_nuclei_2d"))))
     assert ped.get("input_scale", 1.0) <= 1.0 and ped["min_level"] == 3
     assert nuc["input_scale"] > 1.0 and nuc["min_level"] == 2 and nuc["max_detections"] >= 150
+    # 125 touching but hardly overlapping nuclei: stricter NMS; 1-6 pedestrians: torchvision's
+    assert nuc["box_nms_thresh"] == 0.3 and "box_nms_thresh" not in ped
+
+
+def test_stricter_nms_only_for_crowded_objects_that_do_not_overlap() -> None:
+    def stats(step: float, n: int = 30, images: int = 4) -> DatasetSizeStats:
+        boxes = [np.array([[i * step, 0.0, 10.0, 10.0] for i in range(n)])] * images
+        objects = [[(80.0, 10.0, 10.0)] * n] * images
+        return DatasetSizeStats.from_arrays([(64, 64 + int(n * step))] * images, objects, boxes)
+
+    apart, overlapping = stats(11.0), stats(3.0)  # gaps / neighbours with IoU 0.54
+    assert apart.overlap_fraction == 0.0 and overlapping.overlap_fraction == 1.0
+    assert suggest_config(apart)["box_nms_thresh"] == 0.3
+    assert "box_nms_thresh" not in suggest_config(overlapping)
+    assert "box_nms_thresh" not in suggest_config(stats(11.0, n=5))  # not crowded
+    # without box positions (from_arrays' default) the overlap is unknown: no change
+    no_boxes = DatasetSizeStats.from_arrays([(64, 400)] * 4, [[(80.0, 10.0, 10.0)] * 30] * 4)
+    assert no_boxes.overlap_fraction is None and "box_nms_thresh" not in suggest_config(no_boxes)
+
+
+def test_cpu_narrows_the_cpu_variants_that_use_p2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from instseg.models.autoconfig import CPU_FPN_CHANNELS, suggest_for_model
+
+    tiny = [[4.0, 4.0, 12.0, 4.0, 12.0, 12.0, 4.0, 12.0]]  # 8 x 8 objects: P2 needed
+    anns = [make_annotation(i, 1, 1, tiny, 64, 64) for i in range(3)]
+    ds = InstanceDataset([ImageRecord(1, "x.png", tmp_path / "x.png", 64, 64, anns)], [Category(1, "c")])
+    for name in ("maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"):
+        cpu, gpu = suggest_for_model(name, ds, cpu=True), suggest_for_model(name, ds)
+        assert cpu["min_level"] == 2 and cpu["fpn_channels"] == CPU_FPN_CHANNELS
+        assert "fpn_channels" not in gpu
+        model = build_model(name, 1, **cpu)
+        assert model.backbone.out_channels == CPU_FPN_CHANNELS
+        model.eval()
+        assert model.transform.input_scale == cpu["input_scale"]
+        # training mode resizes by the smaller training scale, inference by the full one
+        img = torch.rand(3, 64, 64)
+        eval_size = model.transform([img])[0].image_sizes[0]
+        model.train()
+        train_size = model.transform([img])[0].image_sizes[0]
+        assert train_size[0] < eval_size[0] == round(64 * cpu["input_scale"])
+    assert "fpn_channels" not in suggest_for_model("maskrcnn_r50_fpn", ds, cpu=True)
+    with pytest.raises(ValueError, match="train_input_scale"):
+        build_model("maskrcnn_r18_fpn", 1, train_input_scale=1.0)
 
 
 def test_training_crop_defaults_and_overrides() -> None:
@@ -134,15 +177,19 @@ def test_training_crop_defaults_and_overrides() -> None:
     assert training_crop({"min_size": 512}, ds) is None
     assert training_crop({"min_size": 512}, ds, 400) == 400
     assert training_crop({"input_scale": 2.0}, ds, 0) is None
+    # a smaller training scale: crops of TRAIN_CROP pixels at that scale
+    assert training_crop({"input_scale": 2.0, "train_input_scale": 1.0}, ds) == TRAIN_CROP
     with pytest.raises(ValueError):
         training_crop({}, ds, -1)
 
 
 def test_cpu_settings_buy_cheaper_steps() -> None:
     gpu, cpu = suggest_config(nuclei_like()), suggest_config(nuclei_like(), cpu=True)
-    assert cpu["input_scale"] < gpu["input_scale"]  # smaller inputs on a CPU
-    assert nuclei_like().mask_size_p50 * cpu["input_scale"] >= 16
-    assert nuclei_like().mask_size_p5 * cpu["input_scale"] >= 8 * 0.95  # rounded to 0.05
+    # smaller inputs for training on a CPU; inference at the full scale
+    assert cpu["train_input_scale"] < cpu["input_scale"] == gpu["input_scale"]
+    assert "train_input_scale" not in gpu and cpu["max_size"] == gpu["max_size"]
+    assert nuclei_like().mask_size_p50 * cpu["train_input_scale"] >= 16
+    assert nuclei_like().mask_size_p5 * cpu["train_input_scale"] >= 8 * 0.95  # rounded to 0.05
     assert cpu["rpn_batch_size_per_image"] == cpu["box_batch_size_per_image"] == 256
     assert cpu["max_detections"] == gpu["max_detections"]
     # objects already large enough: the CPU flag changes nothing

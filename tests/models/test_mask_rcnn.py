@@ -128,6 +128,26 @@ def test_thresholds_are_attributes() -> None:
     assert len(model.predict([img])[0]) == 0
 
 
+def test_mask_scoring_multiplies_scores_by_mask_confidence() -> None:
+    model = small_model(score_threshold=0.0)
+    assert model.mask_scoring  # the from-scratch variants score masks by default
+    img = torch.rand(3, 72, 90)
+    scored = model.predict([img])[0]
+    model.mask_scoring = False
+    plain = model.predict([img])[0]
+    assert len(scored) == len(plain) > 1 and scored.scores is not None and plain.scores is not None
+    assert torch.all(scored.scores[:-1] >= scored.scores[1:])
+    # the same detections, each rescored by its mask's mean probability (in (0.5, 1]; 0 if empty)
+    key = lambda inst: {tuple(b.tolist()): i for i, b in enumerate(inst.boxes)}  # noqa: E731
+    ks, kp = key(scored), key(plain)
+    assert ks.keys() == kp.keys()
+    for box, i in ks.items():
+        j = kp[box]
+        ratio = float(scored.scores[i] / plain.scores[j])
+        assert torch.equal(scored.masks[i], plain.masks[j])  # type: ignore[index]
+        assert (0.5 < ratio <= 1.0) if bool(plain.masks[j].any()) else ratio == 0.0  # type: ignore[index]
+
+
 @pytest.mark.parametrize("name", ["maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"])
 def test_config_round_trip(name: str) -> None:
     model = small_model(name, 3, min_level=3, anchor_sizes=[[32], [64], [128], [256]], score_threshold=0.0)

@@ -350,6 +350,9 @@ def test_suggest_solov2_config_paper_and_nuclei() -> None:
     assert nuc["scale_ranges"][0][1] < 96
     assert 256 * scale / nuc["num_grids"][0] <= 10 * scale
     assert nuc["max_detections"] >= 150 and nuc["nms_pre"] >= nuc["max_detections"]
+    # training on a CPU: Mask R-CNN's cheaper CPU input scale
+    nuc_cpu = suggest_solov2_config(_stats((256, 256), 150, 10), cpu=True)
+    assert 1.0 < nuc_cpu["input_scale"] < scale
     # the suggestions build a working model
     model = tiny_model(1, **nuc)
     out = model.losses([torch.rand(3, 32, 32)], [Instances((32, 32), masks=torch.zeros(0, 32, 32))])

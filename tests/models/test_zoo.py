@@ -85,4 +85,5 @@ def test_training_recipe_merges_the_device_entry() -> None:
     assert cpu["batch_size"] == 1 and gpu["batch_size"] == 8
     assert "cpu" not in cpu and "cuda" not in gpu and cpu["optimizer"] == gpu["optimizer"]
     assert training_recipe("solov2_r18_fpn", "cpu")["lr"] < cpu["lr"]  # SOLOv2's saturating Dice
+    assert training_recipe("solov2_r18_fpn", "cpu")["batch_size"] == 1
     assert training_recipe("nope", "cpu") == {}

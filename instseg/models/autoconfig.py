@@ -221,15 +221,14 @@ def suggest_config(
         # objects below the size the model was trained on; only absurd sizes are capped
         cap = max(max_input_size, MAX_FIXED_SCALE_INPUT)
         cfg["max_size"] = int(min(cap, math.ceil(scale * stats.image_long_max)))
-    else:
-        scale = train_scale  # one size for training and inference in short-side mode
-        short = scale * stats.image_short_p50
+    else:  # one size for training and inference in short-side mode
+        short = train_scale * stats.image_short_p50
         cfg["min_size"] = int(max(128, 32 * round(short / 32)))
         ratio = stats.image_long_p50 / max(stats.image_short_p50, 1.0)
         cfg["max_size"] = int(min(max_input_size, math.ceil(cfg["min_size"] * max(ratio, 1.0) * 1.5)))
-    scale = train_scale  # anchors from the smaller (training) scale, the levels above cover more
-    # anchors: smallest = 5th-percentile box at the input, rounded to a power of two
-    small_box = max(stats.box_size_p5 * scale, 1.0)
+    # anchors: smallest = 5th-percentile box at the (training) input, rounded to a power of
+    # two; at a larger inference scale the levels above cover the larger objects
+    small_box = max(stats.box_size_p5 * train_scale, 1.0)
     base = int(2 ** min(6, max(3, round(math.log2(small_box)))))
     min_level = 3 if small_box >= 48 else 2
     levels = 6 - min_level + 1

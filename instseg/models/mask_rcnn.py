@@ -384,13 +384,15 @@ class MaskRCNN(GeneralizedRCNN):
                 confidence[i : i + chunk] = inside / binary.flatten(1).sum(1).clamp(min=1)
             masks[i : i + chunk] = binary.cpu()
         scores = scores * confidence
-        order = torch.sort(scores, descending=True, stable=True).indices
+        order = torch.sort(scores, descending=True, stable=True).indices.cpu()
+        if not torch.equal(order, torch.arange(len(order))):  # torchvision's order is kept
+            masks = masks[order]  # unless mask scores reorder: only then copy the stack
         return Instances(
             image_size=size,
             boxes=boxes[order].cpu(),
             labels=(det["labels"][order] - 1).cpu(),
             scores=scores[order].cpu(),
-            masks=masks[order.cpu()],
+            masks=masks,
         )
 
 

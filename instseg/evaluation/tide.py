@@ -166,6 +166,8 @@ def apply_fixes(
             else:
                 h, w = sizes[g["image_id"]]
                 nd["segmentation"] = mask_codec.segmentation_to_rle(g["segmentation"], h, w)
+                if "bbox" in d:  # results that carry boxes keep them (the loader needs all or none)
+                    nd["bbox"] = [float(v) for v in mask_codec.rle_boxes_xywh([nd["segmentation"]])[0]]
             out_dts.append(nd)
         # every other error in ``fix`` is removed
     out_gt = gt

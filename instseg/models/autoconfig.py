@@ -14,7 +14,8 @@ Mask R-CNN variants:
   training step independent of the image size.
 * CPU training (``cpu=True``): training alone runs at a smaller scale
   (``train_input_scale``: median object >= 16 px, 5th percentile >= 8 px) while inference
-  keeps the full scale; the CPU variants narrow to 64 channels when they use P2
+  keeps the full scale; 1000 RPN proposals per training image; one anchor shape for
+  roundish objects; the CPU variants narrow to 48 channels when they use P2
   (``suggest_for_model``).
 * anchors: one size per pyramid level, doubling from the 5th-percentile box size; P2
   (stride 4) is dropped when even small objects are >= 48 px (a large saving on CPU).
@@ -46,9 +47,16 @@ MEDIAN_MIN, SMALL_MIN = 24.0, 12.0  # upsample until objects reach these sizes
 CPU_MEDIAN_MIN, CPU_SMALL_MIN = 16.0, 8.0
 #: CPU variants whose FPN / heads narrow to CPU_FPN_CHANNELS when training on a CPU with a
 #: stride-4 level (P2): its 3x3 FPN / RPN convs cost more than the whole backbone (nuclei,
-#: 2 cores: 0.53 s per step at 64 channels vs 0.70 s at 96; 15 min: 1521 steps, segm AP
-#: 0.362 / F1 0.811 vs 1198 steps, 0.352 / 0.797)
-CPU_NARROW, CPU_FPN_CHANNELS = ("maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"), 64
+#: 2 cores: 0.70 s per step at 96 channels, 0.57 at 64, 0.53 at 48; 15 min at 96: 1198 steps,
+#: segm AP 0.352 / F1 0.797; at 64: 1521 steps, 0.362 / 0.811)
+CPU_NARROW, CPU_FPN_CHANNELS = ("maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"), 48
+#: CPU training keeps this many RPN proposals per image before / after NMS (torchvision: 2000;
+#: detectron2's FPN default is 1000); the RoI heads sample 256 or 512 of them anyway
+CPU_RPN_TRAIN_PROPOSALS = 1000
+#: objects whose box h/w stays within these bounds (10th / 90th percentile) get one anchor
+#: shape (1:1) on a CPU instead of three: a third of the RPN's anchors and a cheaper head
+#: (nuclei: 0.10-0.90 = 0.62-1.53; the best-matching anchor still serves elongated ones)
+ROUND_ASPECT = (0.5, 2.0)
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
 #: crowded images (median > 20 instances) whose objects rarely overlap (<= 2% of them have
 #: a neighbour with box IoU > 0.3: nuclei 1.2%) get box NMS at 0.3 instead of 0.5: fewer
@@ -197,10 +205,12 @@ def suggest_config(
 ) -> dict[str, Any]:
     """``build_model`` overrides for a GN Mask R-CNN variant (``maskrcnn_r18_fpn`` ...).
 
-    ``cpu``: settings for training on a CPU (smaller upsampling targets, fewer samples).
+    ``cpu``: settings for training on a CPU (smaller upsampling targets, fewer samples and
+    proposals, one anchor shape for roundish objects).
 
     Returns ``{}`` for a dataset without instances. Keys: ``input_scale`` or ``min_size``,
     ``max_size``, ``min_level``, ``anchor_sizes``, ``aspect_ratios``, ``max_detections``,
+    ``rpn_pre_nms_top_n_train`` and ``rpn_post_nms_top_n_train`` (``cpu``),
     ``rpn_pre_nms_top_n_test``, ``rpn_post_nms_top_n_test``, ``rpn_batch_size_per_image``,
     ``box_batch_size_per_image`` (the last four only when images are crowded), and
     ``box_nms_thresh`` 0.3 when crowded objects rarely overlap (``OVERLAP_MAX_FRACTION``).
@@ -239,6 +249,11 @@ def suggest_config(
     if stats.aspect_p10 < 0.4 or stats.aspect_p90 > 2.5:
         lo, mid, hi = stats.aspect_p10, stats.aspect_p50, stats.aspect_p90
         cfg["aspect_ratios"] = [_nice(lo, 0.25), _nice(mid, 0.25), _nice(hi, 0.25)]
+    elif cpu and ROUND_ASPECT[0] <= stats.aspect_p10 and stats.aspect_p90 <= ROUND_ASPECT[1]:
+        cfg["aspect_ratios"] = [1.0]
+    if cpu:
+        cfg["rpn_pre_nms_top_n_train"] = CPU_RPN_TRAIN_PROPOSALS
+        cfg["rpn_post_nms_top_n_train"] = CPU_RPN_TRAIN_PROPOSALS
     # crowded images: more detections, proposals and RPN samples
     dets = max(100, 50 * math.ceil(1.2 * stats.instances_per_image_max / 50))
     cfg["max_detections"] = int(min(dets, 1000))
@@ -279,8 +294,9 @@ def suggest_for_model(
     cfg = suggest_config(stats, max_input_size=max_input_size, cpu=cpu)
     if cpu and cfg.get("min_level") == 2 and name in CPU_NARROW:
         cfg["fpn_channels"] = CPU_FPN_CHANNELS
-    if name == "maskrcnn_r50_fpn_torchvision":
-        cfg = {k: v for k, v in cfg.items() if k not in ("min_level", "anchor_sizes")}
+    if name == "maskrcnn_r50_fpn_torchvision":  # its RPN head predicts 3 shapes per position
+        drop = ("min_level", "anchor_sizes", "aspect_ratios")
+        cfg = {k: v for k, v in cfg.items() if k not in drop or (k == "aspect_ratios" and len(v) == 3)}
     return cfg
 
 

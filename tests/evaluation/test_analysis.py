@@ -100,6 +100,17 @@ def test_tide_bbox_mode_uses_boxes() -> None:
         analyze(gt, dts, "segm")
 
 
+def test_tide_segm_results_with_boxes() -> None:
+    """``instseg predict`` writes segm results with a bbox: the oracle fixes keep one."""
+    from instseg.masks import rle_boxes_xywh
+
+    gt = make_gt(H, W, TIDE_GT, crowd={7})
+    dts = [{**d, "bbox": [float(v) for v in rle_boxes_xywh([d["segmentation"]])[0]]} for d in TIDE_DT]
+    r = analyze(gt, dts, "segm")
+    assert r.errors["Loc"]["count"] == 1 and r.errors["Loc"]["dAP50"] > 0
+    assert r.oracle["AP50"] == pytest.approx(1.0)
+
+
 def occlusion_scene() -> dict[str, Any]:
     h = w = 40
     d = np.zeros((h, w), bool)

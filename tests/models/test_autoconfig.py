@@ -103,9 +103,13 @@ def test_suggest_for_model_builds_every_maskrcnn(tmp_path) -> None:  # type: ign
     anns = [make_annotation(i, 1, 1, tiny, 64, 64) for i in range(3)]
     ds = InstanceDataset([ImageRecord(1, "x.png", tmp_path / "x.png", 64, 64, anns)], [Category(1, "c")])
     for name in [n for n in MODELS if MODELS[n].family == "maskrcnn"]:
-        cfg = suggest_for_model(name, ds)
-        assert cfg["input_scale"] > 1.0
-        build_model(name, 1, **cfg)
+        for cpu in (False, True):
+            cfg = suggest_for_model(name, ds, cpu=cpu)
+            assert cfg["input_scale"] > 1.0
+            model = build_model(name, 1, **cfg)
+            # the torchvision layout keeps 3 anchor shapes (its checkpoints' RPN head)
+            shapes = model.rpn.head.cls_logits.out_channels
+            assert shapes == (3 if name.endswith("torchvision") or not cpu else 1)
     with pytest.raises(ValueError, match="unknown model"):
         suggest_for_model("nope", ds)
 
@@ -192,5 +196,23 @@ def test_cpu_settings_buy_cheaper_steps() -> None:
     assert nuclei_like().mask_size_p5 * cpu["train_input_scale"] >= 8 * 0.95  # rounded to 0.05
     assert cpu["rpn_batch_size_per_image"] == cpu["box_batch_size_per_image"] == 256
     assert cpu["max_detections"] == gpu["max_detections"]
-    # objects already large enough: the CPU flag changes nothing
-    assert suggest_config(pedestrian_like(), cpu=True) == suggest_config(pedestrian_like())
+    # fewer RPN proposals per training image; one anchor shape for roundish nuclei
+    assert cpu["rpn_pre_nms_top_n_train"] == cpu["rpn_post_nms_top_n_train"] == 1000
+    assert "rpn_post_nms_top_n_train" not in gpu
+    assert cpu["aspect_ratios"] == [1.0] and "aspect_ratios" not in gpu
+    # objects already large enough (and tall): the CPU flag changes only the proposals
+    ped_cpu = suggest_config(pedestrian_like(), cpu=True)
+    assert ped_cpu.pop("rpn_pre_nms_top_n_train") == ped_cpu.pop("rpn_post_nms_top_n_train")
+    assert ped_cpu == suggest_config(pedestrian_like())
+    assert len(ped_cpu["aspect_ratios"]) == 3
+
+
+def test_one_anchor_shape_only_for_roundish_objects() -> None:
+    def stats(aspect: float) -> DatasetSizeStats:  # half square, half `aspect` (h / w)
+        objs = [(100.0, 10.0, 10.0)] * 10 + [(100.0, 10.0, 10.0 * aspect)] * 10
+        return DatasetSizeStats.from_arrays([(64, 64)] * 3, [objs] * 3)
+
+    assert suggest_config(stats(1.8), cpu=True)["aspect_ratios"] == [1.0]
+    assert "aspect_ratios" not in suggest_config(stats(1.8))  # GPU: torchvision's three
+    assert "aspect_ratios" not in suggest_config(stats(2.2), cpu=True)  # elongated: three
+    assert len(suggest_config(stats(3.0), cpu=True)["aspect_ratios"]) == 3  # data-adaptive

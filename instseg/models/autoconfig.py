@@ -48,7 +48,8 @@ CPU_MEDIAN_MIN, CPU_SMALL_MIN = 16.0, 8.0
 #: CPU variants whose FPN / heads narrow to CPU_FPN_CHANNELS when training on a CPU with a
 #: stride-4 level (P2): its 3x3 FPN / RPN convs cost more than the whole backbone (nuclei,
 #: 2 cores: 0.70 s per step at 96 channels, 0.57 at 64, 0.53 at 48; 15 min at 96: 1198 steps,
-#: segm AP 0.352 / F1 0.797; at 64: 1521 steps, 0.362 / 0.811)
+#: segm AP 0.352 / F1 0.797; at 64: 1521 steps, 0.362 / 0.811; at 48 with the proposals and
+#: anchor shape below, 0.42 s per step: 1930 steps, 0.388 / 0.810)
 CPU_NARROW, CPU_FPN_CHANNELS = ("maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"), 48
 #: CPU training keeps this many RPN proposals per image before / after NMS (torchvision: 2000;
 #: detectron2's FPN default is 1000); the RoI heads sample 256 or 512 of them anyway

@@ -295,9 +295,10 @@ def suggest_for_model(
     cfg = suggest_config(stats, max_input_size=max_input_size, cpu=cpu)
     if cpu and cfg.get("min_level") == 2 and name in CPU_NARROW:
         cfg["fpn_channels"] = CPU_FPN_CHANNELS
-    if name == "maskrcnn_r50_fpn_torchvision":  # its RPN head predicts 3 shapes per position
-        drop = ("min_level", "anchor_sizes", "aspect_ratios")
-        cfg = {k: v for k, v in cfg.items() if k not in drop or (k == "aspect_ratios" and len(v) == 3)}
+    if name == "maskrcnn_r50_fpn_torchvision":  # fixed P2-P6 anchors, 3 shapes per position
+        cfg = {k: v for k, v in cfg.items() if k not in ("min_level", "anchor_sizes")}
+        if len(cfg.get("aspect_ratios", (1.0, 1.0, 1.0))) != 3:  # its checkpoints' RPN head
+            del cfg["aspect_ratios"]
     return cfg
 
 

@@ -56,7 +56,8 @@ CPU_NARROW, CPU_FPN_CHANNELS = ("maskrcnn_r18_fpn", "maskrcnn_mnv3_fpn"), 48
 CPU_RPN_TRAIN_PROPOSALS = 1000
 #: objects whose box h/w stays within these bounds (10th / 90th percentile) get one anchor
 #: shape (1:1) on a CPU instead of three: a third of the RPN's anchors and a cheaper head
-#: (nuclei: 0.10-0.90 = 0.62-1.53; the best-matching anchor still serves elongated ones)
+#: (nuclei: 10th / 90th percentile 0.62 / 1.53; the best-matching anchor still serves
+#: elongated ones)
 ROUND_ASPECT = (0.5, 2.0)
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
 #: crowded images (median > 20 instances) whose objects rarely overlap (<= 2% of them have

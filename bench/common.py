@@ -69,6 +69,13 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
         "--max-val", type=int, default=None, help="evaluate on the first N val images (smoke tests)"
     )
     p.add_argument("--ours-args", default="", help="extra `instseg train` arguments of ours")
+    p.add_argument(
+        "--no-tta", action="store_true", help="skip the 'ours + TTA' row (see ``score_tta``)"
+    )
+    p.add_argument(
+        "--eval-only", action="store_true",
+        help="score the checkpoints of ours/solov2 that an earlier run left in --out (no training)",
+    )  # fmt: skip
     p.add_argument("--solov2-args", default="", help="extra `instseg train` arguments of solov2")
 
 
@@ -137,15 +144,51 @@ def train_ours(
     }
 
 
+def trained_info(out: Path) -> dict[str, Any]:
+    """``--eval-only``: the row fields of a finished ``train_ours`` run in ``out``."""
+    from instseg.engine.checkpoint import load_checkpoint
+
+    path = out / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"--eval-only: no checkpoint {path}")
+    ck = load_checkpoint(path)
+    rows = json.loads((out.parent / "results.json").read_text()).get("results", [])
+    old = next((r for r in rows if r.get("checkpoint") == str(path)), {})
+    return {"command": old.get("command"), "train_s": old.get("train_s"),
+            "steps": int(ck["step"]), "checkpoint": str(path), "config": ck["config"]}  # fmt: skip
+
+
 def predict_checkpoint(
-    path: Path, dataset: InstanceDataset, device: str = "cpu"
+    path: Path, dataset: InstanceDataset, device: str = "cpu", **options: Any
 ) -> list[dict[str, Any]]:
-    """COCO results of a trained instseg checkpoint on ``dataset``."""
+    """COCO results of a trained instseg checkpoint on ``dataset`` (``options``: model
+    attributes such as ``tta``, ``box_refine``, ``mask_threshold``)."""
     from instseg.engine.checkpoint import load_model
     from instseg.engine.evaluate import predict_dataset
 
     model, meta = load_model(path, device=device)
+    for key, value in options.items():
+        setattr(model, key, value)
     return predict_dataset(model, dataset, device=device, label_to_cat_id=meta.get("cat_ids"))
+
+
+def tta_options(
+    path: Path, train_set: InstanceDataset, augment: str, device: str = "cpu"
+) -> dict[str, Any]:
+    """The 'ours + TTA' inference of a Mask R-CNN checkpoint: the flips it trained with
+    (``hv`` for ``--augment microscopy``, else ``h``), one box refinement pass, and the mask
+    threshold chosen by ``choose_mask_threshold`` on every third *training* image."""
+    from instseg.engine.calibrate import choose_mask_threshold
+    from instseg.engine.checkpoint import load_model
+
+    model, _ = load_model(path, device=device)
+    options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h", "box_refine": 1}
+    for key, value in options.items():
+        setattr(model, key, value)
+    calib = train_set.subset(list(range(0, len(train_set), 3)))
+    best, ap = choose_mask_threshold(model, calib)
+    print(f"mask threshold {best:g} chosen on {len(calib)} training images: {ap}", flush=True)
+    return {**options, "mask_threshold": best}
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -209,15 +252,20 @@ def table(rows: list[dict[str, Any]], f1: bool) -> str:
 
 
 def finish(
-    out: Path, bench: str, rows: list[dict[str, Any]], f1: bool, meta: dict[str, Any]
+    out: Path,
+    bench: str,
+    rows: list[dict[str, Any]],
+    f1: bool,
+    meta: dict[str, Any],
+    name: str = "results.json",
 ) -> Path:
-    """Print the table and the command; write ``out/results.json``."""
+    """Print the table and the command; write ``out/name``."""
     command = "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     print(f"\n{bench}: {meta.get('n_train')} train / {meta.get('n_val')} val images, "
           f"{meta.get('minutes')} min per method, {meta.get('threads')} threads")  # fmt: skip
     print(table(rows, f1))
     print(f"command: {command}")
-    path = out / "results.json"
+    path = out / name
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps({"bench": bench, "command": command, **meta, "results": rows}, indent=1)
@@ -250,24 +298,39 @@ def run_method(
     train_set: InstanceDataset,
     val_set: InstanceDataset,
     f1: bool,
-) -> dict[str, Any]:
-    """Train (within ``args.minutes``) and score one method -> a result row."""
+) -> list[dict[str, Any]]:
+    """Train (within ``args.minutes``) and score one method -> its result rows (ours: one
+    more with TTA unless ``--no-tta``)."""
     import gc
 
     import torch
 
     out = Path(args.out) / method
     row: dict[str, Any] = {"method": method}
+    tta_row: dict[str, Any] | None = None
     print(f"\n== {method}: {args.minutes:g} min budget, {args.threads} threads", flush=True)
     torch.manual_seed(args.seed)
     if method in ("ours", "solov2"):
         family = "maskrcnn" if method == "ours" else "solov2"
         name = (args.model if method == "ours" else args.solov2_model) or recommended(family)
         extra = shlex.split(args.ours_args if method == "ours" else args.solov2_args)
-        info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment, extra)
+        if args.eval_only:
+            info = trained_info(out)
+        else:
+            info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment, extra)
         results, eval_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set))
         row.update(method=f"{method} ({name})", **info)
+        if method == "ours" and not args.no_tta:
+            t0 = time.perf_counter()
+            options = tta_options(out / "last.pt", train_set, args.augment)
+            calib_s = time.perf_counter() - t0
+            tta_res, tta_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set, **options))
+            tta_row = {**row, "method": f"{row['method']} + TTA", "inference": options,
+                       **score(val_set, tta_res, f1=f1), "eval_s": tta_s, "calibrate_s": calib_s}  # fmt: skip
+            print(f"== {tta_row['method']}: {_shown(tta_row)}", flush=True)
     elif method == "reference":
+        if args.eval_only:
+            raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
         from bench.baselines import predict_torchvision, torchvision_maskrcnn, train_reference
         from instseg.models.autoconfig import DatasetSizeStats, suggest_config
 
@@ -294,9 +357,12 @@ def run_method(
         raise ValueError(method)
     row.update(score(val_set, results, f1=f1), eval_s=eval_s)
     gc.collect()
-    shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, float)}
-    print(f"== {row['method']}: {shown}", flush=True)
-    return row
+    print(f"== {row['method']}: {_shown(row)}", flush=True)
+    return [row] if tta_row is None else [row, tta_row]
+
+
+def _shown(row: dict[str, Any]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in row.items() if isinstance(v, float)}
 
 
 def run_benchmark(
@@ -311,7 +377,7 @@ def run_benchmark(
     rows = []
     for method in methods:
         try:
-            rows.append(run_method(method, args, train_set, val_set, f1))
+            rows.extend(run_method(method, args, train_set, val_set, f1))
         except Exception as err:  # noqa: BLE001 - one broken method must not lose the others
             print(f"== {method} failed: {type(err).__name__}: {err}", flush=True)
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
@@ -319,5 +385,6 @@ def run_benchmark(
             "val_image_ids": [r.id for r in val_set.images], "split": "split(0.2, seed=0)",
             "minutes": args.minutes, "threads": args.threads,
             "f1_score_threshold": F1_SCORE_THRESHOLD if f1 else None}  # fmt: skip
-    finish(Path(args.out), bench, rows, f1, meta)
+    name = "results_eval_only.json" if args.eval_only else "results.json"
+    finish(Path(args.out), bench, rows, f1, meta, name)
     return rows

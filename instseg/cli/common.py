@@ -50,3 +50,37 @@ def report_skipped(skipped: list[str]) -> None:
     """Print the count of skipped items (each was already warned about)."""
     if skipped:
         print(f"skipped {len(skipped)} invalid item(s)", file=sys.stderr)
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """``--tta --box-refine --mask-threshold --calibrate`` (see ``engine.calibrate``)."""
+    g = p.add_argument_group("inference options (Mask R-CNN)")
+    g.add_argument(
+        "--tta", default=None, choices=("none", "h", "v", "hv"),
+        help="flip test-time augmentation: each detection's score, box and mask averaged over "
+        "the image and its mirror images (h horizontal, v vertical, hv both; use the flips the "
+        "model trained with: hv after --augment microscopy, h otherwise); 2-4x slower",
+    )  # fmt: skip
+    g.add_argument(
+        "--box-refine", type=int, default=None, metavar="N",
+        help="extra box-head passes on the regressed boxes (1 helps small, dense objects)",
+    )  # fmt: skip
+    g.add_argument(
+        "--mask-threshold", type=float, default=None, metavar="T",
+        help="soft-mask probability above which a pixel is in the mask (default 0.5)",
+    )  # fmt: skip
+    g.add_argument(
+        "--calibrate", default=None, metavar="DATA",
+        help="choose --mask-threshold among 0.4-0.7 by segm AP on this labelled dataset "
+        "(e.g. training images; never the set you evaluate on)",
+    )  # fmt: skip
+
+
+def apply_inference_arguments(model: Any, args: argparse.Namespace) -> None:
+    """Apply :func:`add_inference_arguments`' options to a loaded model."""
+    from instseg.engine.calibrate import apply_inference_options
+
+    apply_inference_options(
+        model, getattr(args, "tta", None), getattr(args, "box_refine", None),
+        getattr(args, "mask_threshold", None), getattr(args, "calibrate", None),
+    )  # fmt: skip

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from instseg.cli.common import add_format_arguments
+from instseg.cli.common import add_format_arguments, add_inference_arguments
 from instseg.cli.eval_matching import add_matching_arguments
 
 
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_format_arguments(p)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass with --model")
+    add_inference_arguments(p)
     add_matching_arguments(p)
 
 

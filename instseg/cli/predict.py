@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 
-from instseg.cli.common import add_format_arguments
+from instseg.cli.common import (
+    add_format_arguments,
+    add_inference_arguments,
+    apply_inference_arguments,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--score-threshold", type=float, default=None, help="drop detections below this score"
     )
     p.add_argument("--max-detections", type=int, default=None, help="detections kept per image")
+    add_inference_arguments(p)
     g = p.add_argument_group("SOURCE mode")
     g.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
     g.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
@@ -66,6 +71,7 @@ def load_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         model.score_threshold = args.score_threshold
     if args.max_detections is not None:
         model.max_detections = args.max_detections
+    apply_inference_arguments(model, args)
     return model, meta, device
 
 
@@ -113,6 +119,7 @@ def predict_sources(args: argparse.Namespace) -> int:
         max_detections=args.max_detections,
         batch_size=args.batch_size,
     )
+    apply_inference_arguments(predictor.model, args)
     report = run_batch(
         predictor,
         args.source if len(args.source) > 1 else args.source[0],

@@ -29,66 +29,16 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-from torchvision.ops import MultiScaleRoIAlign, box_area
+from torchvision.ops import MultiScaleRoIAlign
 
+from instseg.models.mask_rcnn_crowd import CrowdAwareRoIHeads, CrowdAwareRPN
+from instseg.models.mask_rcnn_tta import check_flips, predict_augmented
 from instseg.structures import Instances
 
 __all__ = ["MaskRCNN"]
-
-
-def _ioa(boxes: Tensor, crowd: Tensor) -> Tensor:
-    """Intersection over the area of ``boxes`` (N, 4) with ``crowd`` (M, 4) -> (N, M)."""
-    lt = torch.max(boxes[:, None, :2], crowd[None, :, :2])
-    rb = torch.min(boxes[:, None, 2:], crowd[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    return wh[..., 0] * wh[..., 1] / box_area(boxes)[:, None].clamp(min=1e-6)
-
-
-class _CrowdAwareRPN(RegionProposalNetwork):
-    """RPN whose negatives exclude anchors inside crowd boxes (``target["crowd_boxes"]``)."""
-
-    crowd_ioa_threshold: float = 0.5
-
-    def assign_targets_to_anchors(
-        self, anchors: list[Tensor], targets: list[dict[str, Tensor]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        labels, matched = super().assign_targets_to_anchors(anchors, targets)
-        for lab, anchors_img, target in zip(labels, anchors, targets):
-            crowd = target.get("crowd_boxes")
-            if crowd is not None and crowd.numel() > 0:
-                inside = _ioa(anchors_img, crowd).amax(dim=1) >= self.crowd_ioa_threshold
-                lab[inside & (lab == 0)] = -1.0
-        return labels, matched
-
-
-class _CrowdAwareRoIHeads(RoIHeads):
-    """RoI heads whose background proposals exclude those inside crowd boxes."""
-
-    crowd_ioa_threshold: float = 0.5
-    _crowd: list[Tensor | None] | None = None
-
-    def select_training_samples(  # type: ignore[override]
-        self, proposals: list[Tensor], targets: list[dict[str, Tensor]] | None
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-        self._crowd = [t.get("crowd_boxes") for t in targets] if targets is not None else None
-        try:
-            return super().select_training_samples(proposals, targets)
-        finally:
-            self._crowd = None
-
-    def assign_targets_to_proposals(  # type: ignore[override]
-        self, proposals: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        matched, labels = super().assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
-        for i, (props, lab) in enumerate(zip(proposals, labels)):
-            crowd = self._crowd[i] if self._crowd is not None else None
-            if crowd is not None and crowd.numel() > 0:
-                inside = _ioa(props, crowd).amax(dim=1) >= self.crowd_ioa_threshold
-                lab[inside & (lab == 0)] = -1
-        return matched, labels
 
 
 class _Transform(GeneralizedRCNNTransform):
@@ -166,9 +116,11 @@ class MaskRCNN(GeneralizedRCNN):
     ``mask_scoring``: a detection's score is its class score times its mask's confidence
     (the mean probability over the pixels above ``mask_threshold``: SOLOv2's "maskness"), so
     detections with vague masks rank lower (off: torchvision's scores, e.g. to reproduce
-    its detections). Other arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``,
-    ``max_detections``, ``mask_threshold`` and ``mask_scoring`` are also attributes that can
-    be changed after construction.
+    its detections). ``tta`` (``"none" "h" "v" "hv"``: flips averaged per RoI) and
+    ``box_refine`` (extra box-head passes) switch ``predict`` to ``mask_rcnn_tta``. Other
+    arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``, ``max_detections``,
+    ``mask_threshold``, ``mask_scoring``, ``tta`` and ``box_refine`` are also attributes that
+    can be changed after construction.
     """
 
     def __init__(
@@ -207,6 +159,8 @@ class MaskRCNN(GeneralizedRCNN):
         mask_threshold: float = 0.5,
         mask_scoring: bool = False,
         crowd_ioa_threshold: float = 0.5,
+        tta: str = "none",
+        box_refine: int = 0,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -222,7 +176,7 @@ class MaskRCNN(GeneralizedRCNN):
                 f"got {[list(s) for s in sizes]}"
             )
         anchors = AnchorGenerator(sizes, (tuple(float(r) for r in aspect_ratios),) * len(sizes))
-        rpn = _CrowdAwareRPN(
+        rpn = CrowdAwareRPN(
             anchors,
             RPNHead(channels, anchors.num_anchors_per_location()[0]),
             rpn_fg_iou_thresh,
@@ -238,7 +192,7 @@ class MaskRCNN(GeneralizedRCNN):
             box_head, box_head_dim = TwoMLPHead(channels * 7 * 7, 1024), 1024
         if mask_head is None:
             mask_head, mask_head_dim = MaskRCNNHeads(channels, [256] * 4, 1), 256
-        roi_heads = _CrowdAwareRoIHeads(
+        roi_heads = CrowdAwareRoIHeads(
             MultiScaleRoIAlign(names, 7, 2),
             box_head,
             FastRCNNPredictor(box_head_dim, num_classes + 1),
@@ -262,6 +216,8 @@ class MaskRCNN(GeneralizedRCNN):
         self.num_classes = num_classes
         self.mask_threshold = mask_threshold
         self.mask_scoring = mask_scoring
+        check_flips(tta)
+        self.tta, self.box_refine = tta, int(box_refine)
         self.config: dict[str, Any] = {}
 
     # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
@@ -293,7 +249,9 @@ class MaskRCNN(GeneralizedRCNN):
             if t.masks is None:
                 raise ValueError("Mask R-CNN needs masks in every target Instances")
             if tuple(t.image_size) != tuple(img.shape[-2:]):
-                raise ValueError(f"target size {t.image_size} != image size {tuple(img.shape[-2:])}")
+                raise ValueError(
+                    f"target size {t.image_size} != image size {tuple(img.shape[-2:])}"
+                )
             b = t.boxes.to(img.device, torch.float32)
             crowd = t.iscrowd if t.iscrowd is not None else torch.zeros(len(t), dtype=torch.bool)
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
@@ -343,11 +301,14 @@ class MaskRCNN(GeneralizedRCNN):
         """One ``Instances`` per image, in its original coordinates (tensors on the CPU).
 
         boxes xyxy, masks bool (N, H, W) (soft masks > ``mask_threshold``), labels 0..K-1,
-        scores descending. Same detections as torchvision's ``model(images)`` in eval mode.
+        scores descending. Same detections as torchvision's ``model(images)`` in eval mode
+        (unless ``tta``/``box_refine`` are set: then ``mask_rcnn_tta.predict_augmented``).
         """
         if not images:
             return []
         _check_images(images)
+        if self.tta != "none" or self.box_refine > 0:
+            return predict_augmented(self, images, self.tta, self.box_refine, mask_chunk)
         device = next(self.parameters()).device
         images = [im.to(device) for im in images]
         modes = [(m, m.training) for m in self.modules()]

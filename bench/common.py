@@ -4,6 +4,10 @@
   shuffle of the image list, the same every run);
 * "ours": ``instseg train`` (the CLI's own argument parser and ``run``, in this process), no
   validation set during training so the whole budget trains; evaluation after the budget;
+  scored twice: as trained (plain ``predict``) and "ours + TTA" (``tta_options``: flip TTA
+  with the flips it trained with, one box refinement pass, and the mask threshold chosen on
+  every third training image; ``--no-tta`` skips it). ``--eval-only`` re-scores the
+  checkpoint an earlier run left in ``--out`` (writes ``results_eval_only.json``);
 * scoring: segm AP / AP50 / AP75 (COCO, maxDets 100, our evaluator), AP at maxDets 1000, and
   F1 / precision / recall at IoU 0.5 of the detections scoring >= ``F1_SCORE_THRESHOLD``;
 * a plain table and a JSON file.

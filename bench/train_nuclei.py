@@ -7,7 +7,9 @@ the same thread count, then evaluates segm AP / AP50 and F1 at IoU 0.5 (detectio
 >= 0.5) on the held-out images (evaluation is not counted in the budget).
 
 * ours: ``instseg train --model maskrcnn_r18_fpn --augment microscopy`` (recommended CPU
-  Mask R-CNN, its recipe, data-adaptive input scale / anchors / detection budget);
+  Mask R-CNN, its recipe, data-adaptive input scale / anchors / detection budget); scored
+  as trained and as "ours + TTA" (h+v flip TTA, one box refinement pass, mask threshold
+  chosen on every third training image: ``bench/common.py``);
 * reference: torchvision ``MaskRCNN`` with a ResNet-18-FPN backbone from scratch, default
   heads and anchors, plain SGD (``bench/baselines.py``);
 * watershed: Otsu + distance-transform watershed, no training (``bench/baselines.py``);

@@ -5,7 +5,9 @@ Holds out 20% of /work/shared/data/PennFudanPed (``InstanceDataset.split(0.2, se
 thread count, then evaluates segm AP / AP50 on the held-out images (not counted in the budget).
 
 * ours: ``instseg train --model maskrcnn_r18_fpn`` (the zoo's recommended CPU Mask R-CNN,
-  its recipe and data-adaptive defaults, ``--augment default``);
+  its recipe and data-adaptive defaults, ``--augment default``); scored as trained and as
+  "ours + TTA" (horizontal-flip TTA, one box refinement pass, mask threshold chosen on every
+  third training image: ``bench/common.py``);
 * reference: torchvision ``MaskRCNN`` with a ResNet-18-FPN backbone from scratch, default
   heads, plain SGD (``bench/baselines.py``);
 * solov2: ``instseg train --model solov2_r18_fpn`` (recommended SOLOv2).

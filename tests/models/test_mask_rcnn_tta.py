@@ -155,3 +155,11 @@ def test_cli_eval_with_tta_and_calibration(
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--box-refine" in err
+
+
+def test_tta_on_blank_and_tiny_images(model: MaskRCNN) -> None:
+    """No nuclei, and an image smaller than a cell: valid (possibly empty) Instances."""
+    out = predict_augmented(model, [torch.zeros(3, 64, 48), torch.rand(3, 9, 7)], "hv", 2)
+    for inst, size in zip(out, [(64, 48), (9, 7)]):
+        assert inst.image_size == size and inst.masks is not None
+        assert inst.masks.shape == (len(inst), *size) and inst.boxes.shape == (len(inst), 4)

@@ -61,10 +61,10 @@ def choose_mask_threshold(
         for i in indices:
             tensor = image_to_tensor(dataset.load_image(i)).float().div(255.0).to(device)
             det, in_size, size = augmented_detections(model, tensor, model.tta, model.box_refine)
+            image_id = dataset.images[i].id
             for c in results:
                 model.mask_threshold = c
                 inst = model._postprocess(det, in_size, size, 32)
-                image_id = dataset.images[i].id
                 results[c].extend(instances_to_coco(inst, image_id, dataset.label_to_cat_id))
     finally:
         model.mask_threshold = original

@@ -111,6 +111,13 @@ def apply_inference_options(
     from instseg.data.formats import load_dataset
 
     dataset = load_dataset(calibrate, format=data_format, images_dir=images_dir)
+    if len(dataset.categories) != m.num_classes:
+        from instseg.errors import DataError
+
+        raise DataError(
+            calibrate, "categories",
+            f"--calibrate: dataset has {len(dataset.categories)} classes, model has {m.num_classes}",
+        )  # fmt: skip
     best, ap = choose_mask_threshold(model, dataset, progress=sys.stderr.isatty())
     m.mask_threshold = best
     shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in ap.items())

@@ -155,6 +155,11 @@ def test_cli_eval_with_tta_and_calibration(
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--box-refine" in err
+    two = InstanceDataset(nuclei.subset([0]).images, [Category(1, "a"), Category(2, "b")])
+    other = two.save_coco(tmp_path / "two.json")
+    assert main(["eval", "--model", "nuclei", "--data", str(gt), "--calibrate", str(other)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "two.json" in err and "2 classes" in err
 
 
 def test_tta_on_blank_and_tiny_images(model: MaskRCNN) -> None:

@@ -182,13 +182,12 @@ def tta_options(
     """The 'ours + TTA' inference of a Mask R-CNN checkpoint: the flips it trained with
     (``hv`` for ``--augment microscopy``, else ``h``), one box refinement pass, and the mask
     threshold chosen by ``choose_mask_threshold`` on every third *training* image."""
-    from instseg.engine.calibrate import choose_mask_threshold
+    from instseg.engine.calibrate import apply_inference_options, choose_mask_threshold
     from instseg.engine.checkpoint import load_model
 
     model, _ = load_model(path, device=device)
     options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h", "box_refine": 1}
-    for key, value in options.items():
-        setattr(model, key, value)
+    apply_inference_options(model, **options)
     calib = train_set.subset(list(range(0, len(train_set), 3)))
     best, ap = choose_mask_threshold(model, calib)
     print(f"mask threshold {best:g} chosen on {len(calib)} training images: {ap}", flush=True)

@@ -74,13 +74,3 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
         help="choose --mask-threshold among 0.4-0.7 by segm AP on this labelled dataset "
         "(e.g. training images; never the set you evaluate on)",
     )  # fmt: skip
-
-
-def apply_inference_arguments(model: Any, args: argparse.Namespace) -> None:
-    """Apply :func:`add_inference_arguments`' options to a loaded model."""
-    from instseg.engine.calibrate import apply_inference_options
-
-    apply_inference_options(
-        model, getattr(args, "tta", None), getattr(args, "box_refine", None),
-        getattr(args, "mask_threshold", None), getattr(args, "calibrate", None),
-    )  # fmt: skip

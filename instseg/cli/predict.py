@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from instseg.cli.common import (
-    add_format_arguments,
-    add_inference_arguments,
-    apply_inference_arguments,
-)
+from instseg.cli.common import add_format_arguments, add_inference_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,7 +67,9 @@ def load_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         model.score_threshold = args.score_threshold
     if args.max_detections is not None:
         model.max_detections = args.max_detections
-    apply_inference_arguments(model, args)
+    from instseg.engine.calibrate import apply_inference_args
+
+    apply_inference_args(model, args)
     return model, meta, device
 
 
@@ -110,6 +108,7 @@ def predict_sources(args: argparse.Namespace) -> int:
     """``SOURCE ...``: predict files / folders / globs / videos into ``--out``."""
     import sys
 
+    from instseg.engine.calibrate import apply_inference_args
     from instseg.inference import Predictor, run_batch
 
     predictor = Predictor(
@@ -119,7 +118,7 @@ def predict_sources(args: argparse.Namespace) -> int:
         max_detections=args.max_detections,
         batch_size=args.batch_size,
     )
-    apply_inference_arguments(predictor.model, args)
+    apply_inference_args(predictor.model, args)
     report = run_batch(
         predictor,
         args.source if len(args.source) > 1 else args.source[0],

@@ -24,7 +24,7 @@ from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import image_to_tensor
 from instseg.engine.evaluate import coco_summary, instances_to_coco
 
-__all__ = ["apply_inference_options", "choose_mask_threshold"]
+__all__ = ["apply_inference_args", "apply_inference_options", "choose_mask_threshold"]
 
 
 @torch.no_grad()
@@ -123,3 +123,10 @@ def apply_inference_options(
     shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in ap.items())
     print(f"calibrated mask threshold {best:g} on {calibrate} (segm AP {shown})", file=sys.stderr)
     return best
+
+
+def apply_inference_args(model: torch.nn.Module, args: Any) -> float | None:
+    """:func:`apply_inference_options` from the CLI's ``--tta --box-refine --mask-threshold
+    --calibrate`` (``instseg.cli.common.add_inference_arguments``; missing ones are ``None``)."""
+    names = ("tta", "box_refine", "mask_threshold", "calibrate")
+    return apply_inference_options(model, *(getattr(args, k, None) for k in names))

@@ -160,11 +160,9 @@ def run_model_eval(args: argparse.Namespace) -> int:
 
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(args.model, device=device)
-    from instseg.engine.calibrate import apply_inference_options
+    from instseg.engine.calibrate import apply_inference_args
 
-    apply_inference_options(
-        model, *(getattr(args, k, None) for k in ("tta", "box_refine", "mask_threshold", "calibrate"))
-    )
+    apply_inference_args(model, args)
     dataset = load_dataset(
         args.data, format=getattr(args, "format", None), images_dir=getattr(args, "images", None)
     )

@@ -87,16 +87,13 @@ def _box_pass(
     """Mean class probabilities (R, K+1) and box deltas (R, (K+1)*4) of ``rois`` (R, 4)
     over ``views`` (deltas mirrored back into the unflipped image)."""
     rh = model.roi_heads
-    probs = rois.new_zeros(0)
-    deltas = rois.new_zeros(0)
+    probs, deltas = [], []
     for f, (fx, fy) in zip(feats, views):
         x = rh.box_head(rh.box_roi_pool(f, [mirror_boxes(rois, size, fx, fy)], [size]))
         logits, d = rh.box_predictor(x)
-        d = mirror_deltas(d.reshape(len(rois), -1, 4), fx, fy).reshape(len(rois), -1)
-        p = logits.softmax(-1)
-        probs = p if probs.numel() == 0 else probs + p
-        deltas = d if deltas.numel() == 0 else deltas + d
-    return probs / len(views), deltas / len(views)
+        probs.append(logits.softmax(-1))
+        deltas.append(mirror_deltas(d.reshape(len(rois), -1, 4), fx, fy).reshape(len(rois), -1))
+    return torch.stack(probs).mean(0), torch.stack(deltas).mean(0)
 
 
 def _refine(
@@ -141,14 +138,15 @@ def augmented_detections(
     )
     masks = boxes.new_zeros((0, 1, 28, 28))
     if len(boxes):
-        total = boxes.new_zeros(0)
+        probs_per_view = []
         for f, (fx, fy) in zip(feats, views):
             pooled = rh.mask_roi_pool(f, [mirror_boxes(boxes, in_size, fx, fy)], [in_size])
             logits = rh.mask_predictor(rh.mask_head(pooled))
             dims = ([-1] if fx else []) + ([-2] if fy else [])
-            prob = maskrcnn_inference(logits.flip(dims) if dims else logits, [labels])[0]
-            total = prob if total.numel() == 0 else total + prob
-        masks = total / len(views)
+            probs_per_view.append(
+                maskrcnn_inference(logits.flip(dims) if dims else logits, [labels])[0]
+            )
+        masks = torch.stack(probs_per_view).mean(0)
     return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks}, in_size, size
 
 
@@ -161,7 +159,6 @@ def predict_augmented(
 ) -> list[Instances]:
     """Like :meth:`MaskRCNN.predict` (same output convention), with flip TTA and box
     refinement; images are processed one at a time (all views of one image in one batch)."""
-    check_flips(flips)
     device = next(model.parameters()).device
     modes: list[tuple[Any, bool]] = [(m, m.training) for m in model.modules()]
     model.eval()

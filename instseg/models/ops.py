@@ -9,6 +9,8 @@ point NMS, boxes) are vectorized, with no Python loops over data, so they trace 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,6 +20,7 @@ __all__ = [
     "assign_targets",
     "center_of_mass",
     "center_regions",
+    "grid_shapes",
     "dice_loss",
     "focal_loss",
     "mask_boxes",
@@ -183,16 +186,31 @@ def center_of_mass(masks: Tensor) -> Tensor:
     return torch.stack([cy, cx], 1)
 
 
+def grid_shapes(
+    num_grids: Sequence[int], padded: tuple[int, int], canvas: int | None = None
+) -> list[tuple[int, int]]:
+    """SOLO grids ``(rows, cols)`` per level on a padded input ``(Hp, Wp)``: ``S x S`` (the
+    paper), or with ``canvas`` cells of the size they have on a ``canvas x canvas`` input:
+    ``round(Hp * S / canvas)`` x ``round(Wp * S / canvas)`` (at least 1)."""
+    if canvas is None:
+        return [(int(s), int(s)) for s in num_grids]
+    hp, wp = int(padded[0]), int(padded[1])  # python ints (shape values under tracing)
+    return [
+        (max(1, round(hp * s / canvas)), max(1, round(wp * s / canvas)))
+        for s in num_grids
+    ]
+
+
 def center_regions(
     centers: Tensor,
     boxes: Tensor,
-    grid: int,
+    grid: int | tuple[int, int],
     input_size: tuple[int, int],
     sigma: float = 0.2,
     radius: int = 1,
 ) -> Tensor:
-    """Positive cells of each object on an ``grid x grid`` grid: ``(N, 4)`` int64 inclusive
-    ``(top, bottom, left, right)`` rows/cols.
+    """Positive cells of each object on a ``grid x grid`` (or ``(rows, cols)``) grid: ``(N, 4)``
+    int64 inclusive ``(top, bottom, left, right)`` rows/cols.
 
     The region is the box of half-size ``sigma * (w/2, h/2)`` around the mass center
     ``centers (N, 2)`` ``(y, x)``, clipped to ``radius`` cells around the center's cell
@@ -200,18 +218,19 @@ def center_regions(
     ``boxes (N, 4)`` xyxy and ``centers`` are in pixels of ``input_size = (H, W)``.
     """
     h, w = input_size
+    gh, gw = (grid, grid) if isinstance(grid, int) else grid
     cy, cx = centers[:, 0], centers[:, 1]
     half_h = 0.5 * sigma * (boxes[:, 3] - boxes[:, 1])
     half_w = 0.5 * sigma * (boxes[:, 2] - boxes[:, 0])
 
-    def cell(v: Tensor, size: int) -> Tensor:
-        return torch.floor(v * grid / size).to(torch.int64).clamp(0, grid - 1)
+    def cell(v: Tensor, size: int, n: int) -> Tensor:
+        return torch.floor(v * n / size).to(torch.int64).clamp(0, n - 1)
 
-    row, col = cell(cy, h), cell(cx, w)
-    top = torch.maximum(cell(cy - half_h, h), row - radius)
-    bottom = torch.minimum(cell(cy + half_h, h), row + radius)
-    left = torch.maximum(cell(cx - half_w, w), col - radius)
-    right = torch.minimum(cell(cx + half_w, w), col + radius)
+    row, col = cell(cy, h, gh), cell(cx, w, gw)
+    top = torch.maximum(cell(cy - half_h, h, gh), row - radius)
+    bottom = torch.minimum(cell(cy + half_h, h, gh), row + radius)
+    left = torch.maximum(cell(cx - half_w, w, gw), col - radius)
+    right = torch.minimum(cell(cx + half_w, w, gw), col + radius)
     return torch.stack([top, bottom, left, right], 1)
 
 
@@ -222,7 +241,7 @@ def assign_targets(
     iscrowd: Tensor,
     input_size: tuple[int, int],
     num_classes: int,
-    num_grids: tuple[int, ...] = (40, 36, 24, 16, 12),
+    num_grids: Sequence[int | tuple[int, int]] = (40, 36, 24, 16, 12),
     scale_ranges: tuple[tuple[float, float], ...] = (
         (1.0, 96.0),
         (48.0, 192.0),
@@ -232,7 +251,8 @@ def assign_targets(
     ),
     sigma: float = 0.2,
 ) -> tuple[Tensor, Tensor]:
-    """Grid targets of one image, concatenated over levels (cell ``r * S + c`` of each level).
+    """Grid targets of one image, concatenated over levels (cell ``r * S + c`` of each level;
+    a level's grid is ``S x S``, or ``(rows, cols)`` given as a pair: cell ``r * cols + c``).
 
     Inputs in pixels of the network input ``input_size = (H, W)``: ``boxes (N, 4)`` xyxy,
     ``centers (N, 2)`` mass centers ``(y, x)``, ``labels (N,)``, ``iscrowd (N,)``. An object
@@ -247,8 +267,9 @@ def assign_targets(
     order = torch.argsort(iscrowd.to(torch.int64), descending=True, stable=True)  # crowd first
     all_labels, all_gt = [], []
     for s, (lo, hi) in zip(num_grids, scale_ranges):
-        cell_labels = torch.full((s, s), num_classes, dtype=torch.int64)
-        cell_gt = torch.full((s, s), -1, dtype=torch.int64)
+        shape = (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+        cell_labels = torch.full(shape, num_classes, dtype=torch.int64)
+        cell_gt = torch.full(shape, -1, dtype=torch.int64)
         hit = order[(scale[order] >= lo) & (scale[order] <= hi)]
         regions = center_regions(centers[hit], boxes[hit], s, input_size, sigma).tolist()
         for i, (top, bottom, left, right) in zip(hit.tolist(), regions):

@@ -6,7 +6,8 @@ Reading order, image -> masks:
     2. backbone + FPN -> P2..P6 (strides 4..64).
     3. :class:`SOLOv2Head`: per level, features (+2 CoordConv channels) resized to an
        ``S x S`` grid; a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
-       ``(B, E, S, S)`` dynamic 1x1 kernels.
+       ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
+       :mod:`solov2_prior`).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)``.
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
@@ -17,7 +18,6 @@ Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -25,25 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instseg.models import ops
-from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.models import ops, solov2_prior
+from instseg.models.backbones import group_norm
 from instseg.models.solov2_post import PostConfig, postprocess
 from instseg.structures import Instances
 
-__all__ = [
-    "GRIDS",
-    "SCALE_RANGES",
-    "SOLOV2_VARIANTS",
-    "STRIDES",
-    "MaskFeatureHead",
-    "SOLOv2",
-    "SOLOv2Head",
-    "build_solov2",
-    "solov2_light_mnv3",
-    "solov2_light_r18",
-    "solov2_r18_fpn",
-    "solov2_r50_fpn",
-]
+__all__ = ["GRIDS", "SCALE_RANGES", "STRIDES", "MaskFeatureHead", "SOLOv2", "SOLOv2Head"]
 
 #: paper defaults for P2..P6 (strides of the grid levels as used for the min-area filter)
 GRIDS = (40, 36, 24, 16, 12)
@@ -69,8 +56,9 @@ def coord_features(x: Tensor) -> Tensor:
 class SOLOv2Head(nn.Module):
     """Category and kernel branches, shared over levels.
 
-    ``forward(feats)`` takes 5 maps ``(B, C, H_l, W_l)`` and returns per level
-    ``cate (B, K, S_l, S_l)`` logits and ``kernels (B, E, S_l, S_l)``.
+    ``forward(feats, shapes)`` takes 5 maps ``(B, C, H_l, W_l)`` and the grid ``(rows, cols)``
+    of each level (``S_l x S_l``, see :meth:`SOLOv2.grid_shapes`) and returns per level
+    ``cate (B, K, rows, cols)`` logits and ``kernels (B, E, rows, cols)``.
     """
 
     def __init__(
@@ -104,7 +92,9 @@ class SOLOv2Head(nn.Module):
         assert self.cate_pred.bias is not None
         nn.init.constant_(self.cate_pred.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(
+        self, feats: list[Tensor], shapes: list[tuple[int, int]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
         # as the official code: P2 halved to P3's size, P6 brought to P5's size
         feats = [
             F.interpolate(feats[0], scale_factor=0.5, mode="bilinear", align_corners=False),
@@ -112,9 +102,9 @@ class SOLOv2Head(nn.Module):
             F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear", align_corners=False),
         ]
         cates, kernels = [], []
-        for x, s in zip(feats, self.num_grids):
+        for x, shape in zip(feats, shapes):
             x = torch.cat([x, coord_features(x)], 1)
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False)
             kernels.append(self.kernel_pred(self.kernel_convs(x)))
             cates.append(self.cate_pred(self.cate_convs(x[:, :-2])))
         return cates, kernels
@@ -197,6 +187,8 @@ class SOLOv2(nn.Module):
         nms_kernel: str = "gaussian",
         nms_sigma: float = 2.0,
         channels_last: bool = True,
+        position_prior: bool = False,
+        grid_canvas: int | None = None,
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
@@ -207,12 +199,21 @@ class SOLOv2(nn.Module):
         self.num_classes = int(num_classes)
         self.config: dict[str, Any] = {}
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
+        self.position_prior = bool(position_prior)
+        extra = solov2_prior.NUM_COEFS if self.position_prior else 0
         self.head = SOLOv2Head(
-            channels, num_classes, num_grids, head_channels, stacked_convs, kernel_channels
+            channels, num_classes, num_grids, head_channels, stacked_convs, kernel_channels + extra
         )
+        if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
+            bias = self.head.kernel_pred.bias
+            assert bias is not None
+            nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
         self.mask_head = MaskFeatureHead(channels, mask_channels, kernel_channels)
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
+        self.prior_units = solov2_prior.prior_units(self.scale_ranges)
+        # fixed-size cells: num_grids are the grids of a grid_canvas x grid_canvas input
+        self.grid_canvas = None if grid_canvas is None else int(grid_canvas)
         self.strides = tuple(int(s) for s in strides)
         self.sigma = sigma
         self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
@@ -261,13 +262,36 @@ class SOLOv2(nn.Module):
             batch[b, :, : x.shape[1], : x.shape[2]] = x
         return batch, sizes
 
+    def grid_shapes(self, padded: tuple[int, int]) -> list[tuple[int, int]]:
+        """Grid ``(rows, cols)`` per level for a padded input ``(Hp, Wp)``: ``S x S`` over the
+        input (the paper), or with ``grid_canvas`` cells of a fixed pixel size
+        (``round(Hp * S / canvas)`` x ``round(Wp * S / canvas)``), so that a model trained on
+        crops sees the same cells on whole images of any size."""
+        return ops.grid_shapes(self.num_grids, padded, self.grid_canvas)
+
     def _forward(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         feats = self.backbone(batch)
         feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
-        cates, kernels = self.head(feats)
+        cates, kernels = self.head(feats, self.grid_shapes((batch.shape[-2], batch.shape[-1])))
         return cates, kernels, self.mask_head(feats[:4])
+
+    def _mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` -> the two sides of
+        the mask matmul: ``(B, C, E'')`` and ``(B, E'', h, w)`` (with the position prior,
+        ``E'' = E + 6``: :func:`solov2_prior.expand` coefficients and monomial channels)."""
+        if not self.position_prior:
+            return kernels, mask_feat
+        b, e, fh, fw = mask_feat.shape
+        padded = (4 * fh, 4 * fw)
+        centers, units = solov2_prior.cell_geometry(
+            self.grid_shapes(padded), self.prior_units, padded, mask_feat.device
+        )
+        coefs = solov2_prior.expand(kernels[..., e:], centers, units).to(kernels.dtype)
+        mono = solov2_prior.monomials(fh, fw, mask_feat.device, mask_feat.dtype)
+        feat = torch.cat([mask_feat, mono[None].expand(b, -1, -1, -1)], 1)
+        return torch.cat([kernels[..., :e], coefs], -1), feat
 
     def _flatten(self, preds: list[Tensor]) -> Tensor:
         """Per-level ``(B, C, S, S)`` -> ``(B, sum S^2, C)`` (cell index ``r * S + c``)."""
@@ -309,7 +333,7 @@ class SOLOv2(nn.Module):
             target.iscrowd.cpu(),
             padded,
             self.num_classes,
-            self.num_grids,
+            self.grid_shapes(padded),
             self.scale_ranges,
             self.sigma,
         )
@@ -322,7 +346,8 @@ class SOLOv2(nn.Module):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
         batch, sizes = self._preprocess(images)
         cates, kernels, mask_feat = self._forward(batch)
-        cate_flat, kernel_flat = self._flatten(cates), self._flatten(kernels)
+        cate_flat = self._flatten(cates)
+        kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         padded = (batch.shape[-2], batch.shape[-1])
         labels, dice = [], []
         for b, (target, size) in enumerate(zip(targets, sizes)):
@@ -363,12 +388,10 @@ class SOLOv2(nn.Module):
         batch, sizes = self._preprocess(images)
         cates, kernels, mask_feat = self._forward(batch)
         scores = self._flatten([ops.points_nms(torch.sigmoid(c)) for c in cates])
-        kernel_flat = self._flatten(kernels)
+        kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
+        shapes = self.grid_shapes((batch.shape[-2], batch.shape[-1]))
         cell_strides = torch.cat(
-            [
-                torch.full((s * s,), st, device=batch.device)
-                for s, st in zip(self.num_grids, self.strides)
-            ]
+            [torch.full((r * c,), st, device=batch.device) for (r, c), st in zip(shapes, self.strides)]
         )
         out = []
         for b, img in enumerate(images):
@@ -400,73 +423,3 @@ class SOLOv2(nn.Module):
             self.nms_sigma,
         )
         return postprocess(scores, kernels, mask_feat, cell_strides, size, orig_size, cfg)
-
-
-# -- zoo builders ---------------------------------------------------------------------------
-#: architecture defaults of the zoo variants (overrides win); ``backbone`` is a torchvision
-#: ResNet name or ``"mobilenet_v3"``, everything else goes to :class:`SOLOv2`.
-SOLOV2_VARIANTS: dict[str, dict[str, Any]] = {
-    "solov2_r18_fpn": {"backbone": "resnet18", "fpn_channels": 128, "head_channels": 128,
-                       "stacked_convs": 3, "kernel_channels": 128, "mask_channels": 128,
-                       "min_size": 512, "max_size": 853},
-    "solov2_light_r18": {"backbone": "resnet18", "fpn_channels": 128, "head_channels": 128,
-                         "stacked_convs": 2, "kernel_channels": 64, "mask_channels": 64,
-                         "min_size": 448, "max_size": 768},
-    "solov2_light_mnv3": {"backbone": "mobilenet_v3", "fpn_channels": 64, "head_channels": 64,
-                          "stacked_convs": 2, "kernel_channels": 64, "mask_channels": 64,
-                          "min_size": 512, "max_size": 512},
-    "solov2_r50_fpn": {"backbone": "resnet50", "fpn_channels": 256, "head_channels": 512,
-                       "stacked_convs": 4, "kernel_channels": 256, "mask_channels": 128,
-                       "min_size": 800, "max_size": 1333},
-}  # fmt: skip
-
-
-def build_solov2(
-    num_classes: int,
-    *,
-    backbone: str = "resnet18",
-    norm: str = "gn",
-    fpn_channels: int = 256,
-    width_mult: float = 1.0,
-    **model_kwargs: Any,
-) -> SOLOv2:
-    """SOLOv2 on a GroupNorm (by default) ResNet/MobileNetV3 + FPN P2..P6 from
-    :mod:`instseg.models.backbones`; ``model_kwargs`` go to :class:`SOLOv2`."""
-    if backbone == "mobilenet_v3":
-        body: nn.Module = mobilenet_v3_fpn(width_mult, norm, 2, fpn_channels)
-    else:
-        body = resnet_fpn(backbone, norm, 2, fpn_channels)
-    return SOLOv2(body, num_classes, **model_kwargs)
-
-
-def _variant(name: str, num_classes: int, overrides: dict[str, Any]) -> SOLOv2:
-    model = build_solov2(num_classes, **{**SOLOV2_VARIANTS[name], **overrides})
-    try:
-        model.config = {
-            "name": name,
-            "num_classes": int(num_classes),
-            **json.loads(json.dumps(overrides)),
-        }
-    except TypeError as err:
-        raise TypeError(f"{name}: overrides must be JSON-serialisable ({err})") from None
-    return model
-
-
-def solov2_r18_fpn(num_classes: int, **overrides: Any) -> SOLOv2:
-    """ResNet-18-FPN SOLOv2, GroupNorm, 128-ch FPN/heads (3 convs), E=128, 512 px: CPU default."""
-    return _variant("solov2_r18_fpn", num_classes, overrides)
-
-
-def solov2_light_r18(num_classes: int, **overrides: Any) -> SOLOv2:
-    """Light ResNet-18-FPN SOLOv2: 2 head convs, E=64, 448 px input."""
-    return _variant("solov2_light_r18", num_classes, overrides)
-
-
-def solov2_light_mnv3(num_classes: int, **overrides: Any) -> SOLOv2:
-    """Real-time MobileNetV3-Large-FPN SOLOv2: 64-ch FPN/heads, 2 head convs, E=64, 512 px."""
-    return _variant("solov2_light_mnv3", num_classes, overrides)
-
-
-def solov2_r50_fpn(num_classes: int, **overrides: Any) -> SOLOv2:
-    """The paper's ResNet-50-FPN SOLOv2 (512-ch heads, 4 convs, E=256, 800/1333 input): GPU."""
-    return _variant("solov2_r50_fpn", num_classes, overrides)

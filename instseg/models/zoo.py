@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from instseg.models import mask_rcnn_gn, solov2, torchvision_compat
+from instseg.models import mask_rcnn_gn, solov2_variants, torchvision_compat
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "list_models"]
 
@@ -105,26 +105,26 @@ MODELS: dict[str, ModelSpec] = {
                      "weight_decay": 1e-4, "epochs": 26, "note": "fine-tuning only"},
     ),  # fmt: skip
     "solov2_r18_fpn": ModelSpec(
-        solov2.solov2_r18_fpn,
+        solov2_variants.solov2_r18_fpn,
         "solov2",
         "ResNet-18-FPN SOLOv2, GroupNorm, 128-ch heads, E=128, 512 px: the CPU default",
         recommended=True,
         hyperparams=dict(_SOLOV2_SCRATCH),
     ),
     "solov2_light_r18": ModelSpec(
-        solov2.solov2_light_r18,
+        solov2_variants.solov2_light_r18,
         "solov2",
         "light ResNet-18-FPN SOLOv2: 2 head convs, E=64, 448 px input",
         hyperparams=dict(_SOLOV2_SCRATCH),
     ),
     "solov2_light_mnv3": ModelSpec(
-        solov2.solov2_light_mnv3,
+        solov2_variants.solov2_light_mnv3,
         "solov2",
         "real-time MobileNetV3-FPN SOLOv2: 64-ch FPN/heads, 2 head convs, E=64, 512 px",
         hyperparams=dict(_SOLOV2_SCRATCH),
     ),
     "solov2_r50_fpn": ModelSpec(
-        solov2.solov2_r50_fpn,
+        solov2_variants.solov2_r50_fpn,
         "solov2",
         "the paper's ResNet-50-FPN SOLOv2 (512-ch heads, E=256, 800/1333 input): GPU",
         hyperparams={**_SOLOV2_SCRATCH, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,

@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.models.autoconfig import DatasetSizeStats
 from instseg.models.ops import assign_targets, mask_boxes
-from instseg.models.solov2 import SOLOv2, solov2_light_r18
+from instseg.models.solov2 import SOLOv2
 from instseg.models.solov2_config import assignment_coverage, suggest_solov2_config
+from instseg.models.solov2_variants import solov2_light_r18
 from instseg.structures import Instances
 
 K_OFFSETS = [
@@ -60,6 +61,11 @@ def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
     return SOLOv2(TinyBackbone(), num_classes, **args)  # type: ignore[arg-type]
 
 
+def variant(prior: bool) -> dict[str, object]:
+    """The paper's model, or the crop-training one: position prior and fixed 64 px-canvas cells."""
+    return {"position_prior": True, "grid_canvas": 64} if prior else {}
+
+
 def scene() -> tuple[Tensor, Instances]:
     """A 64x64 image with a red rectangle (class 0) and a blue one (class 1)."""
     img = torch.full((3, 64, 64), 0.5)
@@ -102,6 +108,29 @@ def test_assign_targets_hand_made_scene() -> None:
     assert torch.equal(labels[K_OFFSETS[2] : K_OFFSETS[3]].view(24, 24), want2)
     assert set(gt[K_OFFSETS[1] : K_OFFSETS[3]].unique().tolist()) == {-1, 1}
     assert (labels[K_OFFSETS[3] :] == 3).all() and (gt[K_OFFSETS[3] :] == -1).all()
+
+
+def test_fixed_size_cells_follow_the_input_not_the_image() -> None:
+    from instseg.models.ops import grid_shapes
+
+    assert grid_shapes((40, 12), (320, 480)) == [(40, 40), (12, 12)]
+    assert grid_shapes((40, 12), (320, 480), canvas=320) == [(40, 60), (12, 18)]
+    assert grid_shapes((40, 3), (32, 64), canvas=320) == [(4, 8), (1, 1)]
+    # one 20x20 object at the same pixels of a 320x320 and a 320x640 input: the same cell
+    # (row, col) on fixed-size cells, a different one on S x S grids
+    boxes = torch.tensor([[100.0, 60.0, 120.0, 80.0]])
+    centers = torch.tensor([[70.0, 110.0]])
+    cells = []
+    for size in ((320, 320), (320, 640)):
+        shapes = grid_shapes((40,), size, canvas=320)
+        _, gt = assign_targets(
+            boxes, centers, torch.tensor([0]), torch.tensor([False]), size, 1, shapes, ((1.0, 96.0),)
+        )
+        rows, cols = shapes[0]
+        idx = torch.nonzero(gt == 0).reshape(-1)
+        cells.append(sorted((int(i) // cols, int(i) % cols) for i in idx))
+    # 8 px cells; center region y 68..72 -> rows 8..9, x 108..112 -> cols 13..14
+    assert cells[0] == cells[1] == [(8, 13), (8, 14), (9, 13), (9, 14)]
 
 
 def test_assign_targets_crowd_is_ignored_not_positive() -> None:
@@ -178,8 +207,9 @@ def test_crowd_instances_are_ignored_in_losses() -> None:
     assert lc["loss_cate"] < le["loss_cate"]  # crowd cells dropped from the background loss
 
 
-def test_overfit_one_image_and_predict_in_original_coordinates() -> None:
-    model = tiny_model()
+@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
+def test_overfit_one_image_and_predict_in_original_coordinates(prior: bool) -> None:
+    model = tiny_model(**variant(prior))
     img, t = scene()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -249,14 +279,15 @@ def test_input_scale_and_memory_format() -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
-def test_detect_exports_to_onnx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
+def test_detect_exports_to_onnx(tmp_path: Path, prior: bool) -> None:
     """``detect`` (predict's tensor path) exports with the TorchScript-based ONNX exporter and
     onnxruntime agrees with eager on a new image (data-dependent sizes are graph ops)."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = tiny_model(
-        score_threshold=0.0, update_threshold=0.0, nms_pre=30, max_detections=9
-    ).eval()
+        score_threshold=0.0, update_threshold=0.0, nms_pre=30, max_detections=9, **variant(prior)
+    ).eval()  # fmt: skip
 
     class Wrapper(nn.Module):
         def __init__(self, m: SOLOv2) -> None:
@@ -278,12 +309,17 @@ def test_detect_exports_to_onnx(tmp_path: Path) -> None:
     np.testing.assert_allclose(got[3], want[3].numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_eager_fast_postprocess_matches_exportable_path(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
+def test_eager_fast_postprocess_matches_exportable_path(
+    monkeypatch: pytest.MonkeyPatch, prior: bool
+) -> None:
     """The eager path (row/output chunks, in-place ops) gives what the traced path computes on
     whole tensors; one-row chunks and many more candidates than chunks included."""
     from instseg.models import solov2_post
 
-    model = tiny_model(score_threshold=0.0, update_threshold=0.0, max_detections=40).eval()
+    model = tiny_model(
+        score_threshold=0.0, update_threshold=0.0, max_detections=40, **variant(prior)
+    ).eval()
     images = [torch.rand(3, 50, 70), torch.rand(3, 90, 40)]
     with torch.no_grad():
         fast = model.detect(images)
@@ -298,6 +334,47 @@ def test_eager_fast_postprocess_matches_exportable_path(monkeypatch: pytest.Monk
             torch.testing.assert_close(x[3], y[3], rtol=1e-5, atol=1e-6)  # scores
             assert (x[0] == y[0]).float().mean() > 0.999  # masks (float rounding at edges)
         assert torch.equal(a[1], mask_boxes(a[0]))
+
+
+# -- position prior -------------------------------------------------------------------------
+def test_position_prior_expansion_is_the_relative_quadratic() -> None:
+    """Coefficients x monomials == a_xx dx^2 + a_yy dy^2 + a_xy dx dy + b_x dx + b_y dy with
+    ``d = (pixel - cell center) / unit``, at every 1/4-scale feature pixel."""
+    from instseg.models import solov2_prior as sp
+
+    torch.manual_seed(0)
+    grids, units, padded = [(5, 5), (3, 3)], (16.0, 40.0), (96, 160)
+    centers, scales = sp.cell_geometry(grids, units, padded, torch.device("cpu"))
+    assert centers.shape == (34, 2) and scales.tolist() == [0.25] * 25 + [0.625] * 9
+    # cell (r=1, c=2) of level 0: center (1.5 * 96 / 5, 2.5 * 160 / 5) px
+    torch.testing.assert_close(centers[7] * sp.REF, torch.tensor([28.8, 80.0]))
+    coefs = torch.randn(34, 5)
+    mono = sp.monomials(24, 40, torch.device("cpu"), torch.float32)
+    got = sp.expand(coefs, centers, scales) @ mono.flatten(1)  # (34, 24 * 40)
+    ys = (torch.arange(24) * 4 + 2.0).repeat_interleave(40)
+    xs = (torch.arange(40) * 4 + 2.0).repeat(24)
+    px = scales[:, None] * sp.REF
+    dx, dy = (xs - centers[:, 1:] * sp.REF) / px, (ys - centers[:, :1] * sp.REF) / px
+    a = coefs.T[..., None]
+    want = a[0] * dx * dx + a[1] * dy * dy + a[2] * dx * dy + a[3] * dx + a[4] * dy
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_position_prior_model_starts_with_a_bump_on_each_cell() -> None:
+    """With zero mask features the initial mask logit is the prior alone: highest at the
+    cell's center, falling off with distance (a_xx = a_yy = -1 at init)."""
+    model = tiny_model(position_prior=True).eval()
+    with torch.no_grad():
+        kernels = torch.zeros(1, sum(s * s for s in model.num_grids), 16 + 5)
+        kernels[..., 16:18] = -1.0
+        kern, feat = model._mask_operands(kernels, torch.zeros(1, 16, 16, 16))
+        logits = (kern[0] @ feat[0].flatten(1)).view(-1, 16, 16)
+    assert kern.shape == (1, kernels.shape[1], 22) and feat.shape == (1, 22, 16, 16)
+    # level-0 cell (r=3, c=8) of the 12x12 grid over 64x64 input: center (18.7, 45.3) px, at
+    # 1/4-scale feature pixel (4, 11)
+    cell = logits[3 * 12 + 8]
+    assert divmod(int(cell.argmax()), 16) == (4, 11)
+    assert cell[4, 11] > cell[4, 14] > cell[4, 0] and cell[4, 11] > cell[0, 11]
 
 
 # -- zoo ------------------------------------------------------------------------------------
@@ -353,6 +430,12 @@ def test_suggest_solov2_config_paper_and_nuclei() -> None:
     # training on a CPU: Mask R-CNN's cheaper CPU input scale
     nuc_cpu = suggest_solov2_config(_stats((256, 256), 150, 10), cpu=True)
     assert 1.0 < nuc_cpu["input_scale"] < scale
+    # small objects at a fixed scale: fixed-size cells on the typical input side + the prior
+    side = 32 * int(np.ceil(256 * nuc_cpu["input_scale"] / 32))
+    assert nuc_cpu["grid_canvas"] == side and nuc_cpu["position_prior"] is True
+    assert coco["grid_canvas"] == 1056 and coco["position_prior"]  # 48 px objects, ~1033 px side
+    big = suggest_solov2_config(_stats((400, 600), 3, 150), cpu=True)  # pedestrian-like
+    assert "position_prior" not in big
     # the suggestions build a working model
     model = tiny_model(1, **nuc)
     out = model.losses([torch.rand(3, 32, 32)], [Instances((32, 32), masks=torch.zeros(0, 32, 32))])

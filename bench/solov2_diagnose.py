@@ -1,0 +1,131 @@
+"""Which SOLOv2 branch fails? Category vs mask diagnostics of a checkpoint on a benchmark split.
+
+For every held-out image: the target assignment of the ground truth (``SOLOv2.losses``' own),
+then for the positive cells the predicted category score, and for each object the mask of
+its best-scoring positive cell against its target (both at the 1/4 mask-feature scale,
+targets binarized at 0.5). Optionally also scores tiled inference (tiles of ``--tile``
+original pixels: the training crop's size, so that cells and CoordConv see training-sized
+canvases).
+
+    python bench/solov2_diagnose.py runs/nuc/solov2/last.pt [--dataset dsb2018_stage1_subset] [--tile 387]
+
+Prints the share of objects owning a cell, positive-cell score quantiles, negative cells over
+0.5 per image, mask IoU / precision / recall at the best positive cell, the scores of plain
+``predict`` (``--input-scale`` overrides the model's) and F1@0.5 at score cut-offs 0.1-0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import load_split, score  # noqa: E402
+from instseg.structures import Instances  # noqa: E402
+
+
+@torch.no_grad()
+def diagnose(
+    checkpoint: Path, dataset: str, tile: int, overlap: int, input_scale: float | None
+) -> None:
+    from instseg.data.loader import TrainingDataset
+    from instseg.engine.checkpoint import load_model
+    from instseg.engine.evaluate import instances_to_coco
+    from instseg.models.solov2 import SOLOv2
+
+    model, meta = load_model(checkpoint, device="cpu")
+    if not isinstance(model, SOLOv2):
+        raise SystemExit(f"{checkpoint}: not a SOLOv2 checkpoint ({type(model).__name__})")
+    model.eval()
+    if input_scale is not None:
+        model.input_scale = input_scale
+    _, val = load_split(dataset)
+    data = TrainingDataset(val)
+    pos_scores, ious, precs, recs = [], [], [], []
+    n_obj = owned = neg_high = 0
+    for i in range(len(val)):
+        img, target = data[i]
+        batch, sizes = model._preprocess([img])
+        cates, kernels, feat = model._forward(batch)
+        scores = model._flatten([torch.sigmoid(c) for c in cates])[0].amax(1)  # (C,)
+        kern, feat = model._mask_operands(model._flatten(kernels), feat)
+        labels, gt, soft = model._image_targets(target, sizes[0], tuple(batch.shape[-2:]))
+        pos = gt >= 0
+        n_obj += len(target)
+        owned += int(gt[pos].unique().numel())
+        pos_scores.append(scores[pos])
+        neg_high += int((scores[labels == model.num_classes] > 0.5).sum())
+        for j in gt[pos].unique().tolist():
+            cells = torch.nonzero(gt == j).reshape(-1)
+            c = cells[scores[cells].argmax()]
+            m = torch.sigmoid(kern[0, c] @ feat[0].flatten(1)).view(feat.shape[-2:]) > 0.5
+            g = soft[j] > 0.5
+            inter = float((m & g).sum())
+            ious.append(inter / max(float((m | g).sum()), 1.0))
+            precs.append(inter / max(float(m.sum()), 1.0))
+            recs.append(inter / max(float(g.sum()), 1.0))
+    ps, iou = torch.cat(pos_scores), torch.tensor(ious)
+    print(f"{len(val)} images, {n_obj} objects, {owned} own a grid cell")
+    print(
+        f"positive-cell scores: mean {ps.mean():.3f}; share > 0.1 / 0.3 / 0.5: "
+        f"{(ps > 0.1).float().mean():.3f} / {(ps > 0.3).float().mean():.3f} / "
+        f"{(ps > 0.5).float().mean():.3f}; background cells > 0.5 per image: "
+        f"{neg_high / len(val):.1f}"
+    )
+    print(
+        f"mask at the best positive cell (1/4 scale): IoU mean {iou.mean():.3f}, share > 0.5 "
+        f"{(iou > 0.5).float().mean():.3f}, > 0.75 {(iou > 0.75).float().mean():.3f}; "
+        f"precision {sum(precs) / len(precs):.3f}, recall {sum(recs) / len(recs):.3f}"
+    )
+    from instseg.engine.evaluate import predict_dataset
+    from instseg.evaluation.matching_dataset import evaluate_coco_matching
+
+    cat_ids = meta.get("cat_ids") or val.label_to_cat_id
+    results = predict_dataset(model, val, label_to_cat_id=cat_ids)
+    shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
+    print(f"predict (input scale {model.input_scale}): {shown}")
+    gt, f1 = val.to_coco(), []
+    for cut in (0.1, 0.2, 0.3, 0.4, 0.5):
+        rep = evaluate_coco_matching(
+            gt, results, thresholds=(0.5,), score_threshold=cut, semantic=False
+        )
+        st = rep.at(0.5)
+        f1.append(f"{cut:g}: {st.f1:.3f} (P {st.precision:.3f} R {st.recall:.3f})")
+    print("F1@0.5 by score cut-off: " + ", ".join(f1))
+    if tile:
+        from instseg.inference.tiling import predict_tiled
+
+        def predict(arr: np.ndarray) -> Instances:  # RGB uint8 tile -> its Instances
+            return model.predict([torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255])[0]
+
+        results = []
+        for i in range(len(val)):
+            inst = predict_tiled(predict, val.load_image(i), tile_size=tile, overlap=overlap)
+            results.extend(instances_to_coco(inst, val.images[i].id, cat_ids))
+        shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
+        print(f"tiled inference ({tile} px tiles, {overlap} px overlap): {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--dataset", default="dsb2018_stage1_subset")
+    p.add_argument("--tile", type=int, default=0, help="also score tiled inference (0: off)")
+    p.add_argument("--overlap", type=int, default=96)
+    p.add_argument("--input-scale", type=float, default=None, help="override the model's")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    diagnose(args.checkpoint, args.dataset, args.tile, args.overlap, args.input_scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,9 +5,10 @@ Reading order, image -> masks:
        ``input_scale``), normalize, pad to a multiple of 32 -> ``(B, 3, Hp, Wp)``.
     2. backbone + FPN -> P2..P6 (strides 4..64).
     3. :class:`SOLOv2Head`: per level, features (+2 CoordConv channels) resized to an
-       ``S x S`` grid; a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
+       ``S x S`` grid (or fixed-size cells: ``grid_canvas``, :meth:`SOLOv2.grid_shapes`);
+       a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
-       :mod:`solov2_prior`).
+       :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)``.
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
@@ -65,7 +66,6 @@ class SOLOv2Head(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        num_grids: tuple[int, ...] = GRIDS,
         head_channels: int = 256,
         stacked_convs: int = 4,
         kernel_channels: int = 128,
@@ -74,7 +74,6 @@ class SOLOv2Head(nn.Module):
         super().__init__()
         if stacked_convs < 1:
             raise ValueError(f"stacked_convs must be >= 1, got {stacked_convs}")
-        self.num_grids = tuple(int(s) for s in num_grids)
         c = head_channels
         self.kernel_convs = nn.Sequential(
             *[conv_gn_relu(in_channels + 2 if i == 0 else c, c) for i in range(stacked_convs)]
@@ -202,7 +201,7 @@ class SOLOv2(nn.Module):
         self.position_prior = bool(position_prior)
         extra = solov2_prior.NUM_COEFS if self.position_prior else 0
         self.head = SOLOv2Head(
-            channels, num_classes, num_grids, head_channels, stacked_convs, kernel_channels + extra
+            channels, num_classes, head_channels, stacked_convs, kernel_channels + extra
         )
         if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
             bias = self.head.kernel_pred.bias

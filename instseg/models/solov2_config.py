@@ -23,8 +23,8 @@ reuses, so both families see the same input):
   crops) also get ``grid_canvas`` = the typical input side (cells keep one pixel size on
   crops and on whole images of any size) and ``position_prior`` (kernels localize masks in
   pixels around their cell, not in image-relative CoordConv coordinates): see
-  :mod:`instseg.models.solov2_prior`. On DSB nuclei this lifted 15-minute CPU mask AP from
-  0.06 to ~0.16 (the prior) and ... (bench/README.md).
+  :mod:`instseg.models.solov2_prior`. On DSB nuclei (15 CPU minutes) the prior lifted mask
+  AP from 0.055 to 0.158; fixed cells kept it at 0.162 (bench/README.md, last section).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def assignment_coverage(
     dataset: InstanceDataset, overrides: dict[str, Any], max_images: int = 200, sigma: float = 0.2
 ) -> float:
     """Share of non-crowd objects that own at least one positive grid cell under SOLOv2's
-    target assignment with ``overrides`` (``num_grids``, ``grid_canvas``, ``scale_ranges``, ``min_size`` /
+    target assignment with ``overrides`` (``num_grids``, ``grid_canvas``, ``scale_ranges``,
+    ``min_size`` /
     ``max_size`` / ``input_scale``; paper defaults otherwise). Uses annotation boxes only
     (box centers stand in for mass centers) on up to ``max_images`` evenly spaced images."""
     import torch  # lazily: this module stays importable without torch (light CLI commands)
@@ -77,15 +78,14 @@ def assignment_coverage(
         if not anns:
             continue
         s = _input_scale(overrides, rec.height, rec.width)
-        padded = tuple(32 * math.ceil(round(v * s) / 32) for v in (rec.height, rec.width))
+        hp, wp = (32 * math.ceil(round(v * s) / 32) for v in (rec.height, rec.width))
         xywh = torch.tensor([a.bbox for a in anns], dtype=torch.float32) * s
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
         centers = torch.stack([xywh[:, 1] + xywh[:, 3] / 2, xywh[:, 0] + xywh[:, 2] / 2], 1)
         crowd = torch.tensor([bool(a.iscrowd) for a in anns])
         _, gt = ops.assign_targets(
             boxes, centers, torch.zeros(len(anns), dtype=torch.int64), crowd,
-            (int(padded[0]), int(padded[1])), 1,
-            ops.grid_shapes(grids, (int(padded[0]), int(padded[1])), canvas), ranges, sigma,
+            (hp, wp), 1, ops.grid_shapes(grids, (hp, wp), canvas), ranges, sigma,
         )  # fmt: skip
         owned += int(gt[gt >= 0].unique().numel())
         total += int((~crowd).sum())

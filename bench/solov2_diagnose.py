@@ -2,9 +2,9 @@
 
 For every held-out image: the target assignment of the ground truth (``SOLOv2.losses``' own),
 then for the positive cells the predicted category score, and for each object the mask of
-its best-scoring positive cell against its target (both at the 1/4 mask-feature scale,
-targets binarized at 0.5). Optionally also scores tiled inference (tiles of ``--tile``
-original pixels: the training crop's size, so that cells and CoordConv see training-sized
+its best-scoring positive cell against its target (both at the mask-feature scale, 1/4 or
+1/2 with ``mask_stride=2``; targets binarized at 0.5). Optionally also scores tiled
+inference (tiles of ``--tile`` original pixels: the training crop's size, so that cells and CoordConv see training-sized
 canvases).
 
     python bench/solov2_diagnose.py runs/nuc/solov2/last.pt [--dataset dsb2018_stage1_subset] [--tile 387]
@@ -78,7 +78,8 @@ def diagnose(
         f"{neg_high / len(val):.1f}"
     )
     print(
-        f"mask at the best positive cell (1/4 scale): IoU mean {iou.mean():.3f}, share > 0.5 "
+        f"mask at the best positive cell (1/{model.mask_stride} scale): IoU mean {iou.mean():.3f}, "
+        f"share > 0.5 "
         f"{(iou > 0.5).float().mean():.3f}, > 0.75 {(iou > 0.75).float().mean():.3f}; "
         f"precision {sum(precs) / len(precs):.3f}, recall {sum(recs) / len(recs):.3f}"
     )

@@ -9,10 +9,12 @@ Reading order, image -> masks:
        a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
        :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask).
-    4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)``.
+    4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
+       ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
-       inference: :mod:`solov2_post` (top-k, rescoring, Matrix NMS, upsample to the original size).
+       inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
+       min-area filter, rescoring, Matrix NMS, upsample to the original size).
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -33,7 +35,8 @@ from instseg.structures import Instances
 
 __all__ = ["GRIDS", "SCALE_RANGES", "STRIDES", "MaskFeatureHead", "SOLOv2", "SOLOv2Head"]
 
-#: paper defaults for P2..P6 (strides of the grid levels as used for the min-area filter)
+#: paper defaults for P2..P6; ``STRIDES`` only sets the min-area filter (a candidate's
+#: 1/4-scale mask must cover more pixels than its level's value)
 GRIDS = (40, 36, 24, 16, 12)
 SCALE_RANGES = ((1.0, 96.0), (48.0, 192.0), (96.0, 384.0), (192.0, 768.0), (384.0, 2048.0))
 STRIDES = (8, 8, 16, 32, 32)
@@ -111,7 +114,11 @@ class SOLOv2Head(nn.Module):
 
 class MaskFeatureHead(nn.Module):
     """Unified mask features: P2..P5 each brought to 1/4 scale by (conv+GN+ReLU, 2x bilinear)
-    steps and summed (CoordConv on P5), then 1x1 conv+GN+ReLU -> ``(B, E, H/4, W/4)``."""
+    steps and summed (CoordConv on P5), then 1x1 conv+GN+ReLU -> ``(B, E, H/4, W/4)``.
+
+    With ``stem_channels`` (``mask_stride=2``), the sum is upsampled 2x and added to a
+    conv+GN+ReLU of the backbone's stride-2 map before the 1x1: ``(B, E, H/2, W/2)``.
+    """
 
     def __init__(
         self,
@@ -119,6 +126,7 @@ class MaskFeatureHead(nn.Module):
         mid_channels: int = 128,
         out_channels: int = 128,
         num_levels: int = 4,
+        stem_channels: int = 0,
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList()
@@ -131,12 +139,13 @@ class MaskFeatureHead(nn.Module):
                 if lv > 0:
                     steps.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.levels.append(nn.Sequential(*steps))
+        self.stem = conv_gn_relu(stem_channels, mid_channels) if stem_channels else None
         self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
 
-    def forward(self, feats: list[Tensor]) -> Tensor:
+    def forward(self, feats: list[Tensor], stem: Tensor | None = None) -> Tensor:
         out = self.levels[0](feats[0])
         last = len(self.levels) - 1
         for lv in range(1, len(self.levels)):
@@ -144,6 +153,11 @@ class MaskFeatureHead(nn.Module):
             if lv == last:
                 x = torch.cat([x, coord_features(x)], 1)
             out = out + self.levels[lv](x)
+        if self.stem is not None:
+            if stem is None:
+                raise ValueError("MaskFeatureHead with stem_channels needs the stem map")
+            out = F.interpolate(out, size=stem.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + self.stem(stem)
         return self.pred(out)
 
 
@@ -188,6 +202,8 @@ class SOLOv2(nn.Module):
         channels_last: bool = True,
         position_prior: bool = False,
         grid_canvas: int | None = None,
+        mask_stride: int = 4,
+        point_nms: bool = True,
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
@@ -207,7 +223,15 @@ class SOLOv2(nn.Module):
             bias = self.head.kernel_pred.bias
             assert bias is not None
             nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
-        self.mask_head = MaskFeatureHead(channels, mask_channels, kernel_channels)
+        if mask_stride not in (2, 4):
+            raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
+        self.mask_stride = int(mask_stride)
+        stem = int(getattr(backbone, "stem_channels", 0)) if mask_stride == 2 else 0
+        if mask_stride == 2 and stem == 0:
+            raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
+        self.mask_head = MaskFeatureHead(
+            channels, mask_channels, kernel_channels, stem_channels=stem
+        )
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
         self.prior_units = solov2_prior.prior_units(self.scale_ranges)
@@ -228,6 +252,9 @@ class SOLOv2(nn.Module):
             max_detections,
         )
         self.nms_kernel, self.nms_sigma = nms_kernel, nms_sigma
+        # SOLO's 2x2 max filter on cell scores; off for crowded small objects, whose
+        # neighbouring cells hold different objects (Matrix NMS removes duplicates anyway)
+        self.point_nms = bool(point_nms)
         # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
         self.channels_last = channels_last
         if channels_last:
@@ -271,24 +298,30 @@ class SOLOv2(nn.Module):
     def _forward(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(batch)
-        feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
+        out = self.backbone(batch)
+        stem = None
+        if isinstance(out, dict):
+            stem = out.pop("stem", None)
+            feats = list(out.values())
+        else:
+            feats = list(out)
         cates, kernels = self.head(feats, self.grid_shapes((batch.shape[-2], batch.shape[-1])))
-        return cates, kernels, self.mask_head(feats[:4])
+        return cates, kernels, self.mask_head(feats[:4], stem if self.mask_stride == 2 else None)
 
     def _mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
-        """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` -> the two sides of
+        """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` (``h = Hp / mask_stride``)
+        -> the two sides of
         the mask matmul: ``(B, C, E'')`` and ``(B, E'', h, w)`` (with the position prior,
         ``E'' = E + 6``: :func:`solov2_prior.expand` coefficients and monomial channels)."""
         if not self.position_prior:
             return kernels, mask_feat
         b, e, fh, fw = mask_feat.shape
-        padded = (4 * fh, 4 * fw)
+        padded = (self.mask_stride * fh, self.mask_stride * fw)
         centers, units = solov2_prior.cell_geometry(
             self.grid_shapes(padded), self.prior_units, padded, mask_feat.device
         )
         coefs = solov2_prior.expand(kernels[..., e:], centers, units).to(kernels.dtype)
-        mono = solov2_prior.monomials(fh, fw, mask_feat.device, mask_feat.dtype)
+        mono = solov2_prior.monomials(fh, fw, self.mask_stride, mask_feat.device, mask_feat.dtype)
         feat = torch.cat([mask_feat, mono[None].expand(b, -1, -1, -1)], 1)
         return torch.cat([kernels[..., :e], coefs], -1), feat
 
@@ -302,15 +335,17 @@ class SOLOv2(nn.Module):
     def _image_targets(
         self, target: Instances, size: tuple[int, int], padded: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Cell labels / cell GT indices (see :func:`ops.assign_targets`) and soft 1/4-scale masks
-        ``(N, Hp/4, Wp/4)`` of one image's ground truth, in network-input coordinates."""
+        """Cell labels / cell GT indices (see :func:`ops.assign_targets`) and soft masks
+        ``(N, Hp/s, Wp/s)`` (``s = mask_stride``, area-averaged) of one image's ground truth,
+        in network-input coordinates."""
         device = self.image_mean.device
         h, w = target.image_size
         n = len(target)
         if target.masks is None and n > 0:
             raise ValueError("SOLOv2 needs instance masks in its targets")
-        # masks resized like the image, padded, pooled to 1/4; in chunks to bound memory
-        soft = torch.zeros(n, padded[0] // 4, padded[1] // 4, device=device)
+        # masks resized like the image, padded, pooled to 1/s; in chunks to bound memory
+        st = self.mask_stride
+        soft = torch.zeros(n, padded[0] // st, padded[1] // st, device=device)
         centers = torch.zeros(n, 2, device=device)
         for k in range(0, n, 32):
             assert target.masks is not None
@@ -319,7 +354,7 @@ class SOLOv2(nn.Module):
                 m = F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0]
             centers[k : k + 32] = ops.center_of_mass(m)
             m = F.pad(m, (0, padded[1] - size[1], 0, padded[0] - size[0]))
-            soft[k : k + 32] = F.avg_pool2d(m[None], 4)[0]
+            soft[k : k + 32] = F.avg_pool2d(m[None], st)[0]
         sy, sx = size[0] / h, size[1] / w
         boxes = target.boxes.to(device) * torch.tensor([sx, sy, sx, sy], device=device)
         box_centers = torch.stack([boxes[:, 1] + boxes[:, 3], boxes[:, 0] + boxes[:, 2]], 1) / 2
@@ -386,7 +421,8 @@ class SOLOv2(nn.Module):
         model's device. Call under ``torch.no_grad()``; :meth:`predict` wraps it."""
         batch, sizes = self._preprocess(images)
         cates, kernels, mask_feat = self._forward(batch)
-        scores = self._flatten([ops.points_nms(torch.sigmoid(c)) for c in cates])
+        probs = [torch.sigmoid(c) for c in cates]
+        scores = self._flatten([ops.points_nms(p) for p in probs] if self.point_nms else probs)
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         shapes = self.grid_shapes((batch.shape[-2], batch.shape[-1]))
         cell_strides = torch.cat(
@@ -420,5 +456,6 @@ class SOLOv2(nn.Module):
             self.max_detections,
             self.nms_kernel,
             self.nms_sigma,
+            self.mask_stride,
         )
         return postprocess(scores, kernels, mask_feat, cell_strides, size, orig_size, cfg)

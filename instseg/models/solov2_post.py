@@ -4,7 +4,11 @@ Steps, as in the official SOLOv2 code: top ``nms_pre`` cells over the score thre
 masks ``sigmoid(kernel . mask_features)`` at 1/4 scale -> binary at ``mask_threshold``,
 min-area (cell stride) filter, maskness rescoring -> Matrix NMS on the 1/4-scale binary masks
 -> ``update_threshold``, top ``max_detections`` -> only those soft masks upsampled (one
-bilinear step, 1/4 scale -> original size) and thresholded.
+bilinear step, mask-feature scale -> original size) and thresholded. With 1/2-scale mask
+features (``mask_stride=2``) the candidate steps (threshold, area, maskness, Matrix NMS) still
+run at 1/4 scale on 2x2-averaged features (the logits are linear in them, so this is the
+average logit of each 2x2 block): the same cost as the paper's model; only the kept masks use
+the 1/2-scale features.
 
 Cost notes (CPU, issue 5): candidates' masks exist only at 1/4 scale and only as bool (their
 float probabilities are made in cache-sized row chunks, in place, and dropped; the kept
@@ -45,6 +49,7 @@ class PostConfig:
     max_detections: int = 100
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
+    mask_stride: int = 4  # input pixels per mask-feature pixel (4 or 2)
 
 
 def _tracing() -> bool:
@@ -53,10 +58,10 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
-def up_scale(cells: int, out: int, resized: int) -> float:
-    """``4 * out / resized``, nudged up by ulps until ``floor(cells * scale) >= out`` (the
-    output size interpolate computes in double precision)."""
-    scale = 4.0 * out / resized
+def up_scale(cells: int, out: int, resized: int, stride: int = 4) -> float:
+    """``stride * out / resized``, nudged up by ulps until ``floor(cells * scale) >= out``
+    (the output size interpolate computes in double precision)."""
+    scale = float(stride) * out / resized
     while math.floor(cells * scale) < out:
         scale = math.nextafter(scale, math.inf)
     return scale
@@ -72,19 +77,21 @@ def postprocess(
     cfg: PostConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image: ``scores (C, K)`` (after point NMS), ``kernels (C, E)``, ``mask_feat
-    (E, h, w)`` (1/4 of the padded input), ``cell_strides (C,)``, resized size ``size`` and
+    (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input), ``cell_strides (C,)``, resized
+    size ``size`` and
     original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original pixels, their
     xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64, scores ``(N,)``
     descending."""
     num_classes = scores.shape[1]
-    fh, fw = int(mask_feat.shape[-2]), int(mask_feat.shape[-1])
+    st = cfg.mask_stride
+    feat4 = mask_feat if st == 4 else F.avg_pool2d(mask_feat[None], 4 // st)[0]
+    fh, fw = int(feat4.shape[-2]), int(feat4.shape[-1])
     top_scores, top_idx = scores.reshape(-1).topk(min(cfg.nms_pre, scores.numel()))
     keep = top_scores > cfg.score_threshold
     top_scores, top_idx = top_scores[keep], top_idx[keep]
     cells, labels = top_idx // num_classes, top_idx % num_classes
-    feat = mask_feat.reshape(mask_feat.shape[0], -1)  # (E, hw)
     kern = kernels[cells]  # (M, E)
-    binary, area, maskness = _candidate_masks(kern, feat, cfg)
+    binary, area, maskness = _candidate_masks(kern, feat4.reshape(feat4.shape[0], -1), cfg)
     # min-area filter (area > cell stride) as integer indices
     idx = torch.nonzero(area > cell_strides[cells]).reshape(-1)
     sc = top_scores[idx] * maskness[idx]
@@ -96,9 +103,11 @@ def postprocess(
     order = idx[keep][order[: cfg.max_detections]]
     sc, labels = sc[: cfg.max_detections], labels[order]
     h, w = int(orig_size[0]), int(orig_size[1])
-    soft = torch.sigmoid(kern[order] @ feat).view(-1, fh, fw)  # only the kept masks' probs
-    soft = soft[:, : math.ceil(size[0] / 4), : math.ceil(size[1] / 4)]
-    scale = (up_scale(soft.shape[-2], h, size[0]), up_scale(soft.shape[-1], w, size[1]))
+    # only the kept masks' probabilities, at the mask features' scale
+    soft = torch.sigmoid(kern[order] @ mask_feat.reshape(mask_feat.shape[0], -1))
+    soft = soft.view(-1, *mask_feat.shape[-2:])
+    soft = soft[:, : math.ceil(size[0] / st), : math.ceil(size[1] / st)]
+    scale = (up_scale(soft.shape[-2], h, size[0], st), up_scale(soft.shape[-1], w, size[1], st))
     if _tracing():
         masks = _upsample(torch.cat([soft, soft.new_zeros(1, *soft.shape[1:])]), scale, h, w, cfg)
         masks = masks[:-1]  # a dummy last mask keeps the input non-empty without a branch
@@ -146,9 +155,9 @@ def _upsample(
     cfg: PostConfig,
     out: Tensor | None = None,
 ) -> Tensor:
-    """Soft 1/4-scale masks ``(N, h', w')`` (cropped to the resized image) -> bool ``(N, H, W)``
-    at the original size (into ``out`` if given), in one bilinear step: original pixel
-    ``(y + 0.5)`` samples the 1/4 grid at ``(y + 0.5) * resized / (4 * original)``, then
+    """Soft masks ``(N, h', w')`` at stride ``s`` (cropped to the resized image) -> bool
+    ``(N, H, W)`` at the original size (into ``out`` if given), in one bilinear step: original
+    pixel ``(y + 0.5)`` samples the mask grid at ``(y + 0.5) * resized / (s * original)``, then
     ``> mask_threshold`` (the paper's order: threshold after upsampling)."""
     up = F.interpolate(
         soft[:, None],

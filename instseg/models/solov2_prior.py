@@ -18,7 +18,7 @@ per-cell coefficients appended to the kernels, so a mask is still one matmul (an
 post-processing does not change): ``[kernel_c, coef_c] . [F(x), m(x)]``.
 
 Coordinates are input pixels divided by ``REF`` (keeps the monomials near 1 in fp32);
-feature pixel ``(i, j)`` of the 1/4-scale mask features has center ``4 (i + 0.5, j + 0.5)``.
+feature pixel ``(i, j)`` of mask features at stride ``s`` has center ``s (i + 0.5, j + 0.5)``.
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ def cell_geometry(
     return torch.cat(centers), torch.cat(scales)
 
 
-def monomials(fh: int, fw: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(6, fh, fw)``: ``x^2, y^2, xy, x, y, 1`` at the 1/4-scale feature pixels' centers."""
-    ys = (torch.arange(fh, device=device, dtype=torch.float32) + 0.5) * (4.0 / REF)
-    xs = (torch.arange(fw, device=device, dtype=torch.float32) + 0.5) * (4.0 / REF)
+def monomials(fh: int, fw: int, stride: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(6, fh, fw)``: ``x^2, y^2, xy, x, y, 1`` at the centers of the mask-feature pixels
+    (``stride`` input pixels apart)."""
+    ys = (torch.arange(fh, device=device, dtype=torch.float32) + 0.5) * (stride / REF)
+    xs = (torch.arange(fw, device=device, dtype=torch.float32) + 0.5) * (stride / REF)
     y, x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([x * x, y * y, x * y, x, y, torch.ones_like(x)]).to(dtype)
 

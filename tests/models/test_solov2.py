@@ -11,11 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
-from instseg.models.autoconfig import DatasetSizeStats
 from instseg.models.ops import assign_targets, mask_boxes
 from instseg.models.solov2 import SOLOv2
-from instseg.models.solov2_config import assignment_coverage, suggest_solov2_config
 from instseg.models.solov2_variants import solov2_light_r18
 from instseg.structures import Instances
 
@@ -29,11 +26,13 @@ K_OFFSETS = [
 
 
 class TinyBackbone(nn.Module):
-    """5 maps (strides 4, 8, 16, 32, 64) of ``out_channels``: a stand-in for ResNet+FPN."""
+    """5 maps (strides 4, 8, 16, 32, 64) of ``out_channels``: a stand-in for ResNet+FPN;
+    with ``stem``, also the stride-2 map as ``"stem"`` (as ``FPNBackbone(stem=...)``)."""
 
-    def __init__(self, out_channels: int = 16) -> None:
+    def __init__(self, out_channels: int = 16, stem: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.stem_channels = out_channels if stem else 0
         c = out_channels
 
         def block(cin: int) -> nn.Sequential:
@@ -41,14 +40,18 @@ class TinyBackbone(nn.Module):
                 nn.Conv2d(cin, c, 3, stride=2, padding=1), nn.GroupNorm(4, c), nn.ReLU()
             )
 
-        self.stem = nn.Sequential(block(3), block(c))
+        self.s2, self.s4 = block(3), block(c)
         self.downs = nn.ModuleList([block(c) for _ in range(4)])
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        feats = [self.stem(x)]
+        half = self.s2(x)
+        feats = [self.s4(half)]
         for down in self.downs:
             feats.append(down(feats[-1]))
-        return OrderedDict((str(i), f) for i, f in enumerate(feats))
+        out = OrderedDict((str(i), f) for i, f in enumerate(feats))
+        if self.stem_channels:
+            out["stem"] = half
+        return out
 
 
 def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
@@ -58,12 +61,17 @@ def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
         num_grids=(12, 8, 6, 4, 2), min_size=64, max_size=128,
     )  # fmt: skip
     args.update(kw)
-    return SOLOv2(TinyBackbone(), num_classes, **args)  # type: ignore[arg-type]
+    backbone = TinyBackbone(stem=kw.get("mask_stride") == 2)
+    return SOLOv2(backbone, num_classes, **args)  # type: ignore[arg-type]
 
 
-def variant(prior: bool) -> dict[str, object]:
-    """The paper's model, or the crop-training one: position prior and fixed 64 px-canvas cells."""
-    return {"position_prior": True, "grid_canvas": 64} if prior else {}
+#: the paper's model; the crop-training one (position prior, fixed 64 px-canvas cells); and
+#: that one with 1/2-scale mask features
+VARIANTS: dict[str, dict[str, object]] = {
+    "plain": {},
+    "prior_fixed_cells": {"position_prior": True, "grid_canvas": 64},
+    "prior_half_scale": {"position_prior": True, "grid_canvas": 64, "mask_stride": 2},
+}
 
 
 def scene() -> tuple[Tensor, Instances]:
@@ -207,9 +215,9 @@ def test_crowd_instances_are_ignored_in_losses() -> None:
     assert lc["loss_cate"] < le["loss_cate"]  # crowd cells dropped from the background loss
 
 
-@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
-def test_overfit_one_image_and_predict_in_original_coordinates(prior: bool) -> None:
-    model = tiny_model(**variant(prior))
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_overfit_one_image_and_predict_in_original_coordinates(name: str) -> None:
+    model = tiny_model(**VARIANTS[name])
     img, t = scene()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -268,6 +276,18 @@ def test_predict_contract_untrained() -> None:
     assert len(none) == 0 and none.masks is not None and none.masks.shape == (0, 30, 30)
 
 
+def test_point_nms_can_be_turned_off() -> None:
+    """``point_nms=False`` keeps cells that a higher-scoring neighbour would suppress."""
+    kw: dict[str, object] = dict(
+        score_threshold=0.0, update_threshold=0.0, nms_pre=2000, max_detections=2000
+    )
+    images = [torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        on = tiny_model(**kw).eval().detect(images)[0]
+        off = tiny_model(point_nms=False, **kw).eval().detect(images)[0]
+    assert len(off[3]) > len(on[3]) > 0
+
+
 def test_input_scale_and_memory_format() -> None:
     img, t = scene()
     fixed = tiny_model(input_scale=0.5)
@@ -279,14 +299,14 @@ def test_input_scale_and_memory_format() -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
-def test_detect_exports_to_onnx(tmp_path: Path, prior: bool) -> None:
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_detect_exports_to_onnx(tmp_path: Path, name: str) -> None:
     """``detect`` (predict's tensor path) exports with the TorchScript-based ONNX exporter and
     onnxruntime agrees with eager on a new image (data-dependent sizes are graph ops)."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = tiny_model(
-        score_threshold=0.0, update_threshold=0.0, nms_pre=30, max_detections=9, **variant(prior)
+        score_threshold=0.0, update_threshold=0.0, nms_pre=30, max_detections=9, **VARIANTS[name]
     ).eval()  # fmt: skip
 
     class Wrapper(nn.Module):
@@ -309,16 +329,16 @@ def test_detect_exports_to_onnx(tmp_path: Path, prior: bool) -> None:
     np.testing.assert_allclose(got[3], want[3].numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior_fixed_cells"])
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_eager_fast_postprocess_matches_exportable_path(
-    monkeypatch: pytest.MonkeyPatch, prior: bool
+    monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """The eager path (row/output chunks, in-place ops) gives what the traced path computes on
     whole tensors; one-row chunks and many more candidates than chunks included."""
     from instseg.models import solov2_post
 
     model = tiny_model(
-        score_threshold=0.0, update_threshold=0.0, max_detections=40, **variant(prior)
+        score_threshold=0.0, update_threshold=0.0, max_detections=40, **VARIANTS[name]
     ).eval()
     images = [torch.rand(3, 50, 70), torch.rand(3, 90, 40)]
     with torch.no_grad():
@@ -336,6 +356,33 @@ def test_eager_fast_postprocess_matches_exportable_path(
         assert torch.equal(a[1], mask_boxes(a[0]))
 
 
+def test_half_scale_masks_score_as_their_quarter_scale_average() -> None:
+    """``mask_stride=2``: candidates (threshold, maskness, Matrix NMS) run on 2x2-averaged
+    features, so 1/2-scale features that repeat a 1/4-scale map 2x2 give the 1/4-scale
+    model's labels and scores, and masks that differ only by the finer upsampling."""
+    from dataclasses import replace
+
+    from instseg.models.solov2_post import PostConfig, postprocess
+
+    torch.manual_seed(0)
+    feat4 = nn.functional.interpolate(torch.randn(1, 8, 4, 5), size=(16, 20), mode="bilinear")[0]
+    feat2 = feat4.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    kernels, scores = torch.randn(60, 8), torch.rand(60, 2)
+    strides = torch.full((60,), 8.0)
+    cfg = PostConfig(score_threshold=0.0, update_threshold=0.0, max_detections=20)
+    a = postprocess(scores, kernels, feat4, strides, (62, 77), (90, 110), cfg)
+    cfg2 = replace(cfg, mask_stride=2)
+    b = postprocess(scores, kernels, feat2, strides, (62, 77), (90, 110), cfg2)
+    assert len(a[3]) == len(b[3]) > 5 and torch.equal(a[2], b[2])
+    torch.testing.assert_close(a[3], b[3])
+    assert a[0].shape == b[0].shape == (len(a[3]), 90, 110)
+    assert (a[0] == b[0]).float().mean() > 0.97
+    with pytest.raises(ValueError, match="mask_stride"):
+        tiny_model(mask_stride=3)
+    with pytest.raises(ValueError, match="stride-2"):
+        SOLOv2(TinyBackbone(), 2, mask_stride=2)
+
+
 # -- position prior -------------------------------------------------------------------------
 def test_position_prior_expansion_is_the_relative_quadratic() -> None:
     """Coefficients x monomials == a_xx dx^2 + a_yy dy^2 + a_xy dx dy + b_x dx + b_y dy with
@@ -349,7 +396,7 @@ def test_position_prior_expansion_is_the_relative_quadratic() -> None:
     # cell (r=1, c=2) of level 0: center (1.5 * 96 / 5, 2.5 * 160 / 5) px
     torch.testing.assert_close(centers[7] * sp.REF, torch.tensor([28.8, 80.0]))
     coefs = torch.randn(34, 5)
-    mono = sp.monomials(24, 40, torch.device("cpu"), torch.float32)
+    mono = sp.monomials(24, 40, 4, torch.device("cpu"), torch.float32)
     got = sp.expand(coefs, centers, scales) @ mono.flatten(1)  # (34, 24 * 40)
     ys = (torch.arange(24) * 4 + 2.0).repeat_interleave(40)
     xs = (torch.arange(40) * 4 + 2.0).repeat(24)
@@ -402,69 +449,3 @@ def test_config_rebuilds_same_architecture() -> None:
     names = zoo.list_models()
     solo = [n for n in names if zoo.MODELS[n].family == "solov2"]
     assert solo[0] == "solov2_r18_fpn" and zoo.MODELS[solo[0]].recommended
-
-
-# -- data-adaptive defaults ---------------------------------------------------------------------
-def _stats(size: tuple[int, int], per_image: int, obj: float, images: int = 10) -> DatasetSizeStats:
-    rng = np.random.default_rng(0)
-    objects = [
-        [(float(s * s), float(s), float(s)) for s in obj * rng.uniform(0.5, 1.5, per_image)]
-        for _ in range(images)
-    ]
-    return DatasetSizeStats.from_arrays([size] * images, objects)
-
-
-def test_suggest_solov2_config_paper_and_nuclei() -> None:
-    assert suggest_solov2_config(_stats((64, 64), 0, 10)) == {}
-    # COCO-like: 800x1333 images, median object ~48 px -> the paper's grids and ranges
-    coco = suggest_solov2_config(_stats((800, 1333), 5, 48))
-    assert coco["num_grids"] == [40, 36, 24, 16, 12]
-    assert coco["scale_ranges"][:4] == [[1.0, 96.0], [48.0, 192.0], [96.0, 384.0], [192.0, 768.0]]
-    # crowded small nuclei: upsampled, smaller ranges, cells no larger than the objects
-    nuc = suggest_solov2_config(_stats((256, 256), 150, 10))
-    scale = nuc.get("input_scale") or nuc["min_size"] / 256
-    assert scale > 1.5
-    assert nuc["scale_ranges"][0][1] < 96
-    assert 256 * scale / nuc["num_grids"][0] <= 10 * scale
-    assert nuc["max_detections"] >= 150 and nuc["nms_pre"] >= nuc["max_detections"]
-    # training on a CPU: Mask R-CNN's cheaper CPU input scale
-    nuc_cpu = suggest_solov2_config(_stats((256, 256), 150, 10), cpu=True)
-    assert 1.0 < nuc_cpu["input_scale"] < scale
-    # small objects at a fixed scale: fixed-size cells on the typical input side + the prior
-    side = 32 * int(np.ceil(256 * nuc_cpu["input_scale"] / 32))
-    assert nuc_cpu["grid_canvas"] == side and nuc_cpu["position_prior"] is True
-    assert coco["grid_canvas"] == 1056 and coco["position_prior"]  # 48 px objects, ~1033 px side
-    big = suggest_solov2_config(_stats((400, 600), 3, 150), cpu=True)  # pedestrian-like
-    assert "position_prior" not in big
-    # the suggestions build a working model
-    model = tiny_model(1, **nuc)
-    out = model.losses([torch.rand(3, 32, 32)], [Instances((32, 32), masks=torch.zeros(0, 32, 32))])
-    assert torch.isfinite(out["loss_cate"])
-
-
-def _crowded_dataset() -> InstanceDataset:
-    """4 images 128x128 crowded with 80 overlapping squares of 6-14 px each."""
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(4):
-        anns = []
-        for k in range(80):
-            s = int(rng.integers(6, 15))
-            y, x = (int(v) for v in rng.integers(0, 128 - s, 2))
-            poly = [[x, y, x + s, y, x + s, y + s, x, y + s]]
-            anns.append(make_annotation(k + 1, i + 1, 1, poly, 128, 128))
-        images.append(ImageRecord(i + 1, f"{i}.png", Path(f"{i}.png"), 128, 128, anns))
-    return InstanceDataset(images, [Category(1, "nucleus")])
-
-
-def test_suggest_solov2_config_refines_grids_for_coverage() -> None:
-    ds = _crowded_dataset()
-    stats = DatasetSizeStats.from_dataset(ds)
-    coarse = suggest_solov2_config(stats)
-    fine = suggest_solov2_config(stats, ds)
-    assert assignment_coverage(ds, coarse) < 0.97 <= assignment_coverage(ds, fine)
-    assert fine["num_grids"][0] > coarse["num_grids"][0]
-    assert fine["scale_ranges"] == coarse["scale_ranges"]
-    # the paper's grids at the same input lose objects here too
-    paper = {k: v for k, v in fine.items() if k not in ("num_grids", "scale_ranges")}
-    assert assignment_coverage(ds, paper) < 0.97

@@ -6,7 +6,9 @@
   validation set during training so the whole budget trains; evaluation after the budget;
   scored twice: as trained (plain ``predict``) and "ours + TTA" (``tta_options``: flip TTA
   with the flips it trained with, one box refinement pass, and the mask threshold chosen on
-  every third training image; ``--no-tta`` skips it). ``--eval-only`` re-scores the
+  every third training image; ``--no-tta`` skips it). "solov2" with F1 (nuclei): one more
+  row, "solov2 + score cut-off", F1 at the score cut-off chosen on every third training
+  image (``score_cutoff_row``; ``--no-tta`` skips it too). ``--eval-only`` re-scores the
   checkpoint an earlier run left in ``--out`` (writes ``results_eval_only.json``);
 * scoring: segm AP / AP50 / AP75 (COCO, maxDets 100, our evaluator), AP at maxDets 1000, and
   F1 / precision / recall at IoU 0.5 of the detections scoring >= ``F1_SCORE_THRESHOLD``;
@@ -74,7 +76,8 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
     )
     p.add_argument("--ours-args", default="", help="extra `instseg train` arguments of ours")
     p.add_argument(
-        "--no-tta", action="store_true", help="skip the 'ours + TTA' row (see ``score_tta``)"
+        "--no-tta", action="store_true",
+        help="skip the 'ours + TTA' and 'solov2 + score cut-off' rows",
     )
     p.add_argument(
         "--eval-only", action="store_true",
@@ -196,10 +199,13 @@ def tta_options(
 
 # -- scoring --------------------------------------------------------------------------------
 def score(
-    val: InstanceDataset, results: list[dict[str, Any]], f1: bool = False
+    val: InstanceDataset,
+    results: list[dict[str, Any]],
+    f1: bool = False,
+    f1_cut: float = F1_SCORE_THRESHOLD,
 ) -> dict[str, float]:
     """segm ``AP AP50 AP75`` (COCO, maxDets 100) + ``AP_1000`` (maxDets 1000) and, with ``f1``,
-    ``F1 precision recall`` at IoU 0.5 over detections with score >= ``F1_SCORE_THRESHOLD``."""
+    ``F1 precision recall`` at IoU 0.5 over detections with score >= ``f1_cut``."""
     from instseg.engine.evaluate import coco_summary
     from instseg.evaluation.coco_eval import evaluate
     from instseg.evaluation.cocoeval_accumulate import summarize_value
@@ -217,7 +223,7 @@ def score(
         )
     if f1:
         rep = evaluate_coco_matching(
-            gt, segm, thresholds=(0.5,), score_threshold=F1_SCORE_THRESHOLD, semantic=False
+            gt, segm, thresholds=(0.5,), score_threshold=f1_cut, semantic=False
         )
         st = rep.at(0.5)
         out.update(F1=st.f1, precision=st.precision, recall=st.recall)
@@ -303,7 +309,8 @@ def run_method(
     f1: bool,
 ) -> list[dict[str, Any]]:
     """Train (within ``args.minutes``) and score one method -> its result rows (ours: one
-    more with TTA unless ``--no-tta``)."""
+    more with TTA, solov2 with F1: one more with a calibrated score cut-off; unless
+    ``--no-tta``)."""
     import gc
 
     import torch
@@ -331,6 +338,8 @@ def run_method(
             tta_row = {**row, "method": f"{row['method']} + TTA", "inference": options,
                        **score(val_set, tta_res, f1=f1), "eval_s": tta_s, "calibrate_s": calib_s}  # fmt: skip
             print(f"== {tta_row['method']}: {_shown(tta_row)}", flush=True)
+        if method == "solov2" and f1 and not args.no_tta:
+            tta_row = score_cutoff_row(row, out / "last.pt", train_set, val_set, results)
     elif method == "reference":
         if args.eval_only:
             raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
@@ -362,6 +371,32 @@ def run_method(
     gc.collect()
     print(f"== {row['method']}: {_shown(row)}", flush=True)
     return [row] if tta_row is None else [row, tta_row]
+
+
+def score_cutoff_row(
+    row: dict[str, Any],
+    path: Path,
+    train_set: InstanceDataset,
+    val_set: InstanceDataset,
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The 'solov2 + score cut-off' row: the same predictions, F1 over the detections scoring
+    >= the cut-off with the best F1 on every third *training* image
+    (``choose_score_threshold``) instead of the fixed ``F1_SCORE_THRESHOLD``; AP unchanged."""
+    from instseg.engine.calibrate import choose_score_threshold
+    from instseg.engine.checkpoint import load_model
+
+    t0 = time.perf_counter()
+    model, _ = load_model(path, device="cpu")
+    calib = train_set.subset(list(range(0, len(train_set), 3)))
+    cut, f1s = choose_score_threshold(model, calib)
+    shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1s.items())
+    print(f"score cut-off {cut:g} chosen on {len(calib)} training images (F1 {shown})", flush=True)
+    out = {**row, "method": f"{row['method']} + score cut-off {cut:g}",
+           "inference": {"f1_score_threshold": cut}, **score(val_set, results, True, cut),
+           "calibrate_s": time.perf_counter() - t0}  # fmt: skip
+    print(f"== {out['method']}: {_shown(out)}", flush=True)
+    return out
 
 
 def _shown(row: dict[str, Any]) -> dict[str, float]:

@@ -8,6 +8,11 @@ inference (tiles of ``--tile`` original pixels: the training crop's size, so tha
 canvases).
 
     python bench/solov2_diagnose.py runs/nuc/solov2/last.pt [--dataset dsb2018_stage1_subset] [--tile 387]
+        [--set input_scale=1.7 --set point_nms=false --set strides=[2,2,4,8,8]]
+
+``--set KEY=JSON`` (repeatable) changes a model attribute before scoring (inference settings
+only: ``input_scale``, ``point_nms``, ``strides`` (min-area filter), ``mask_threshold``,
+``nms_sigma`` ...), so a checkpoint trained with older defaults can be scored with new ones.
 
 Prints the share of objects owning a cell, positive-cell score quantiles, negative cells over
 0.5 per image, mask IoU / precision / recall at the best positive cell, the scores of plain
@@ -17,6 +22,7 @@ Prints the share of objects owning a cell, positive-cell score quantiles, negati
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from instseg.structures import Instances  # noqa: E402
 
 @torch.no_grad()
 def diagnose(
-    checkpoint: Path, dataset: str, tile: int, overlap: int, input_scale: float | None
+    checkpoint: Path, dataset: str, tile: int, overlap: int, settings: dict[str, object]
 ) -> None:
     from instseg.data.loader import TrainingDataset
     from instseg.engine.checkpoint import load_model
@@ -42,8 +48,10 @@ def diagnose(
     if not isinstance(model, SOLOv2):
         raise SystemExit(f"{checkpoint}: not a SOLOv2 checkpoint ({type(model).__name__})")
     model.eval()
-    if input_scale is not None:
-        model.input_scale = input_scale
+    for key, value in settings.items():
+        if not hasattr(model, key):
+            raise SystemExit(f"{checkpoint}: SOLOv2 has no setting {key!r}")
+        setattr(model, key, tuple(value) if isinstance(value, list) else value)
     _, val = load_split(dataset)
     data = TrainingDataset(val)
     pos_scores, ious, precs, recs = [], [], [], []
@@ -120,11 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="dsb2018_stage1_subset")
     p.add_argument("--tile", type=int, default=0, help="also score tiled inference (0: off)")
     p.add_argument("--overlap", type=int, default=96)
-    p.add_argument("--input-scale", type=float, default=None, help="override the model's")
+    p.add_argument("--input-scale", type=float, default=None, help="same as --set input_scale=X")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a model attribute before scoring (repeatable)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    diagnose(args.checkpoint, args.dataset, args.tile, args.overlap, args.input_scale)
+    settings: dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: expected KEY=JSON")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError as err:
+            p.error(f"--set {item!r}: value is not JSON ({err})")
+    if args.input_scale is not None:
+        settings["input_scale"] = args.input_scale
+    diagnose(args.checkpoint, args.dataset, args.tile, args.overlap, settings)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Reading order, image -> masks:
     1. ``_preprocess``: resize (short side ``min_size``, long side <= ``max_size``; or a fixed
-       ``input_scale``), normalize, pad to a multiple of 32 -> ``(B, 3, Hp, Wp)``.
+       ``input_scale``, ``train_input_scale`` in ``losses``), normalize, pad to a multiple of
+       32 -> ``(B, 3, Hp, Wp)``.
     2. backbone + FPN -> P2..P6 (strides 4..64).
     3. :class:`SOLOv2Head`: per level, features (+2 CoordConv channels) resized to an
        ``S x S`` grid (or fixed-size cells: ``grid_canvas``, :meth:`SOLOv2.grid_shapes`);
@@ -185,6 +186,7 @@ class SOLOv2(nn.Module):
         min_size: int = 800,
         max_size: int = 1333,
         input_scale: float | None = None,
+        train_input_scale: float | None = None,
         size_divisible: int = 32,
         image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
         image_std: tuple[float, float, float] = (0.229, 0.224, 0.225),
@@ -240,7 +242,11 @@ class SOLOv2(nn.Module):
         self.strides = tuple(int(s) for s in strides)
         self.sigma = sigma
         self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
-        self.input_scale = input_scale
+        if train_input_scale is not None and input_scale is None:
+            raise ValueError("train_input_scale needs input_scale (the fixed-scale mode)")
+        # losses() may resize by another fixed factor than predict() (cheaper CPU steps; the
+        # fixed-size cells and pixel-unit prior see the same geometry at both scales)
+        self.input_scale, self.train_input_scale = input_scale, train_input_scale
         self.register_buffer("image_mean", torch.tensor(image_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(3, 1, 1), persistent=False)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
@@ -261,8 +267,12 @@ class SOLOv2(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # -- shared pieces ----------------------------------------------------------------------
-    def _preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Images ``(3, H, W)`` in [0, 1] -> padded batch ``(B, 3, Hp, Wp)`` and resized sizes."""
+    def _preprocess(
+        self, images: list[Tensor], train: bool = False
+    ) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Images ``(3, H, W)`` in [0, 1] -> padded batch ``(B, 3, Hp, Wp)`` and resized sizes
+        (``train``: at ``train_input_scale`` when set)."""
+        fixed = self.train_input_scale if train and self.train_input_scale else self.input_scale
         if len(images) == 0:
             raise ValueError("SOLOv2: empty image list")
         resized, sizes = [], []
@@ -270,10 +280,10 @@ class SOLOv2(nn.Module):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"SOLOv2: images must be (3, H, W), got {tuple(img.shape)}")
             h, w = int(img.shape[-2]), int(img.shape[-1])
-            if self.input_scale is None:
+            if fixed is None:
                 scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
             else:  # one fixed scale for every image (long side still <= max_size)
-                scale = min(float(self.input_scale), self.max_size / max(h, w))
+                scale = min(float(fixed), self.max_size / max(h, w))
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             x = img.to(self.image_mean.device, torch.float32)
             if size != (h, w):
@@ -378,7 +388,7 @@ class SOLOv2(nn.Module):
         Dice loss averaged over positive cells. Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
-        batch, sizes = self._preprocess(images)
+        batch, sizes = self._preprocess(images, train=True)
         cates, kernels, mask_feat = self._forward(batch)
         cate_flat = self._flatten(cates)
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
@@ -428,34 +438,12 @@ class SOLOv2(nn.Module):
         cell_strides = torch.cat(
             [torch.full((r * c,), st, device=batch.device) for (r, c), st in zip(shapes, self.strides)]
         )
-        out = []
-        for b, img in enumerate(images):
-            out.append(
-                self._postprocess(
-                    scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b], img.shape[-2:]
-                )
-            )
-        return out
-
-    def _postprocess(
-        self,
-        scores: Tensor,
-        kernels: Tensor,
-        mask_feat: Tensor,
-        cell_strides: Tensor,
-        size: tuple[int, int],
-        orig_size: tuple[int, int] | torch.Size,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One image -> bool masks ``(N, H, W)``, boxes, labels, scores (see
-        :func:`solov2_post.postprocess`)."""
         cfg = PostConfig(
-            self.score_threshold,
-            self.mask_threshold,
-            self.nms_pre,
-            self.update_threshold,
-            self.max_detections,
-            self.nms_kernel,
-            self.nms_sigma,
-            self.mask_stride,
-        )
-        return postprocess(scores, kernels, mask_feat, cell_strides, size, orig_size, cfg)
+            self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
+            self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,
+        )  # fmt: skip
+        return [
+            postprocess(scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b],
+                        img.shape[-2:], cfg)  # one image: see solov2_post.postprocess
+            for b, img in enumerate(images)
+        ]  # fmt: skip

@@ -293,6 +293,15 @@ def test_input_scale_and_memory_format() -> None:
     fixed = tiny_model(input_scale=0.5)
     batch, sizes = fixed._preprocess([img, torch.rand(3, 100, 40)])
     assert sizes == [(32, 32), (50, 20)] and batch.shape == (2, 3, 64, 32)
+    two = tiny_model(input_scale=1.5, train_input_scale=0.5)  # losses() at 0.5, predict at 1.5
+    assert two._preprocess([img], train=True)[1] == [(32, 32)]
+    assert two._preprocess([img])[1] == [(96, 96)]
+    assert two.predict([img])[0].image_size == (64, 64)
+    same, half = two.losses([img], [t]), tiny_model(input_scale=0.5).losses([img], [t])
+    for k in same:
+        torch.testing.assert_close(same[k], half[k])
+    with pytest.raises(ValueError, match="train_input_scale needs input_scale"):
+        tiny_model(train_input_scale=0.5)
     nchw, nhwc = tiny_model(channels_last=False), tiny_model(channels_last=True)
     a, b = nchw.losses([img], [t]), nhwc.losses([img], [t])
     for k in a:

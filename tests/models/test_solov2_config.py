@@ -39,9 +39,10 @@ def test_suggest_solov2_config_paper_and_nuclei() -> None:
     assert nuc["max_detections"] >= 150 and nuc["nms_pre"] >= nuc["max_detections"]
     # training on a CPU: Mask R-CNN's cheaper CPU input scale
     nuc_cpu = suggest_solov2_config(_stats((256, 256), 150, 10), cpu=True)
-    assert 1.0 < nuc_cpu["input_scale"] < scale
-    # small objects at a fixed scale: fixed-size cells on the typical input side + the prior
-    side = 32 * int(np.ceil(256 * nuc_cpu["input_scale"] / 32))
+    assert nuc_cpu["input_scale"] == scale and 1.0 < nuc_cpu["train_input_scale"] < scale
+    # small objects at a fixed scale: fixed-size cells on the typical training input side +
+    # the prior (laid out at the training scale)
+    side = 32 * int(np.ceil(256 * nuc_cpu["train_input_scale"] / 32))
     assert nuc_cpu["grid_canvas"] == side and nuc_cpu["position_prior"] is True
     assert nuc_cpu["point_nms"] is False
     # min-area filter scaled with the level-0 object size (paper: 8 px at 1/4 scale for b = 96)

@@ -76,10 +76,10 @@ def postprocess(
     orig_size: tuple[int, int] | torch.Size,
     cfg: PostConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One image: ``scores (C, K)`` (after point NMS), ``kernels (C, E)``, ``mask_feat
-    (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input), ``cell_strides (C,)``, resized
-    size ``size`` and
-    original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original pixels, their
+    """One image: ``scores (C, K)`` (after the optional point NMS), ``kernels (C, E)``,
+    ``mask_feat (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input), ``cell_strides
+    (C,)`` (min-area filter), resized size ``size`` and original ``orig_size`` ``(H, W)`` ->
+    bool masks ``(N, H, W)`` in original pixels, their
     xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64, scores ``(N,)``
     descending."""
     num_classes = scores.shape[1]

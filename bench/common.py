@@ -4,10 +4,11 @@
   shuffle of the image list, the same every run);
 * "ours": ``instseg train`` (the CLI's own argument parser and ``run``, in this process), no
   validation set during training so the whole budget trains; evaluation after the budget;
-  scored twice: as trained (plain ``predict``) and "ours + TTA" (``tta_options``: flip TTA
-  with the flips it trained with, one box refinement pass, and the mask threshold chosen on
-  every third training image; ``--no-tta`` skips it). "solov2" with F1 (nuclei): one more
-  row, "solov2 + score cut-off", F1 at the score cut-off chosen on every third training
+  scored as trained (plain ``predict``) and "+ TTA" (``tta_options``: flip TTA with the
+  flips it trained with, for Mask R-CNN one box refinement pass, and the mask threshold
+  chosen on every third training image; for SOLOv2 with F1 (nuclei) also the score cut-off
+  chosen there; ``--no-tta`` skips it). "solov2" with F1: one more row, "solov2 + score
+  cut-off", the plain predictions' F1 at the score cut-off chosen on every third training
   image (``score_cutoff_row``; ``--no-tta`` skips it too). ``--eval-only`` re-scores the
   checkpoint an earlier run left in ``--out`` (writes ``results_eval_only.json``);
 * scoring: segm AP / AP50 / AP75 (COCO, maxDets 100, our evaluator), AP at maxDets 1000, and
@@ -77,7 +78,7 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
     p.add_argument("--ours-args", default="", help="extra `instseg train` arguments of ours")
     p.add_argument(
         "--no-tta", action="store_true",
-        help="skip the 'ours + TTA' and 'solov2 + score cut-off' rows",
+        help="skip the '+ TTA' and 'solov2 + score cut-off' rows",
     )
     p.add_argument(
         "--eval-only", action="store_true",
@@ -180,21 +181,42 @@ def predict_checkpoint(
 
 
 def tta_options(
-    path: Path, train_set: InstanceDataset, augment: str, device: str = "cpu"
+    path: Path,
+    train_set: InstanceDataset,
+    augment: str,
+    device: str = "cpu",
+    score_cutoff: bool = False,
 ) -> dict[str, Any]:
-    """The 'ours + TTA' inference of a Mask R-CNN checkpoint: the flips it trained with
-    (``hv`` for ``--augment microscopy``, else ``h``), one box refinement pass, and the mask
-    threshold chosen by ``choose_mask_threshold`` on every third *training* image."""
-    from instseg.engine.calibrate import apply_inference_options, choose_mask_threshold
+    """The '+ TTA' inference of a checkpoint: the flips it trained with (``hv`` for
+    ``--augment microscopy``, else ``h``), for Mask R-CNN one box refinement pass, and the
+    mask threshold chosen on every third *training* image (``choose_thresholds``); with
+    ``score_cutoff``, also the F1-best score cut-off on the same images at that threshold, as
+    ``"f1_score_threshold"`` (not a model attribute)."""
+    from instseg.engine.calibrate import (
+        SCORE_CANDIDATES,
+        apply_inference_options,
+        choose_thresholds,
+    )
     from instseg.engine.checkpoint import load_model
+    from instseg.models.solov2 import SOLOv2
 
     model, _ = load_model(path, device=device)
-    options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h", "box_refine": 1}
+    options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h"}
+    if not isinstance(model, SOLOv2):
+        options["box_refine"] = 1
     apply_inference_options(model, **options)
     calib = train_set.subset(list(range(0, len(train_set), 3)))
-    best, ap = choose_mask_threshold(model, calib)
+    # one network pass per image chooses both (the cut-off on the chosen threshold's masks)
+    best, ap, cut, f1s = choose_thresholds(
+        model, calib, score_candidates=SCORE_CANDIDATES if score_cutoff else None
+    )
     print(f"mask threshold {best:g} chosen on {len(calib)} training images: {ap}", flush=True)
-    return {**options, "mask_threshold": best}
+    options["mask_threshold"] = best
+    if cut is not None:
+        shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1s.items())
+        print(f"score cut-off {cut:g} chosen on {len(calib)} training images (F1 {shown})")
+        options["f1_score_threshold"] = cut
+    return options
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -308,38 +330,32 @@ def run_method(
     val_set: InstanceDataset,
     f1: bool,
 ) -> list[dict[str, Any]]:
-    """Train (within ``args.minutes``) and score one method -> its result rows (ours: one
-    more with TTA, solov2 with F1: one more with a calibrated score cut-off; unless
-    ``--no-tta``)."""
+    """Train (within ``args.minutes``) and score one method -> its result rows (ours and
+    solov2: one more with TTA; solov2 with F1: also one with a calibrated score cut-off;
+    unless ``--no-tta``)."""
     import gc
 
     import torch
 
     out = Path(args.out) / method
     row: dict[str, Any] = {"method": method}
-    tta_row: dict[str, Any] | None = None
+    extra: list[dict[str, Any]] = []  # the '+ TTA' / '+ score cut-off' rows
     print(f"\n== {method}: {args.minutes:g} min budget, {args.threads} threads", flush=True)
     torch.manual_seed(args.seed)
     if method in ("ours", "solov2"):
         family = "maskrcnn" if method == "ours" else "solov2"
         name = (args.model if method == "ours" else args.solov2_model) or recommended(family)
-        extra = shlex.split(args.ours_args if method == "ours" else args.solov2_args)
+        flags = shlex.split(args.ours_args if method == "ours" else args.solov2_args)
         if args.eval_only:
             info = trained_info(out)
         else:
-            info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment, extra)
+            info = train_ours(train_set, name, out, args.minutes, args.seed, args.augment, flags)
         results, eval_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set))
         row.update(method=f"{method} ({name})", **info)
-        if method == "ours" and not args.no_tta:
-            t0 = time.perf_counter()
-            options = tta_options(out / "last.pt", train_set, args.augment)
-            calib_s = time.perf_counter() - t0
-            tta_res, tta_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set, **options))
-            tta_row = {**row, "method": f"{row['method']} + TTA", "inference": options,
-                       **score(val_set, tta_res, f1=f1), "eval_s": tta_s, "calibrate_s": calib_s}  # fmt: skip
-            print(f"== {tta_row['method']}: {_shown(tta_row)}", flush=True)
         if method == "solov2" and f1 and not args.no_tta:
-            tta_row = score_cutoff_row(row, out / "last.pt", train_set, val_set, results)
+            extra.append(score_cutoff_row(row, out / "last.pt", train_set, val_set, results))
+        if not args.no_tta:
+            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1))
     elif method == "reference":
         if args.eval_only:
             raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
@@ -370,7 +386,34 @@ def run_method(
     row.update(score(val_set, results, f1=f1), eval_s=eval_s)
     gc.collect()
     print(f"== {row['method']}: {_shown(row)}", flush=True)
-    return [row] if tta_row is None else [row, tta_row]
+    return [row, *extra]
+
+
+def tta_row(
+    row: dict[str, Any],
+    path: Path,
+    train_set: InstanceDataset,
+    val_set: InstanceDataset,
+    augment: str,
+    f1: bool,
+) -> dict[str, Any]:
+    """The '+ TTA' row: ``tta_options`` chosen on training images, the held-out images
+    predicted with them; a SOLOv2 with F1 also gets its calibrated score cut-off (its focal-
+    loss scores sit lower than Mask R-CNN's softmax: ``choose_score_threshold``)."""
+    t0 = time.perf_counter()
+    solo = row["method"].startswith("solov2")
+    options = tta_options(path, train_set, augment, score_cutoff=solo and f1)
+    calib_s = time.perf_counter() - t0
+    cut = float(options.get("f1_score_threshold", F1_SCORE_THRESHOLD))
+    attrs = {k: v for k, v in options.items() if k != "f1_score_threshold"}
+    res, eval_s = timed(lambda: predict_checkpoint(path, val_set, **attrs))
+    name = f"{row['method']} + TTA"
+    if "f1_score_threshold" in options:
+        name += f", score cut-off {cut:g}"
+    out = {**row, "method": name, "inference": options, **score(val_set, res, f1, cut),
+           "eval_s": eval_s, "calibrate_s": calib_s}  # fmt: skip
+    print(f"== {out['method']}: {_shown(out)}", flush=True)
+    return out
 
 
 def score_cutoff_row(

@@ -54,16 +54,18 @@ def report_skipped(skipped: list[str]) -> None:
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """``--tta --box-refine --mask-threshold --calibrate`` (see ``engine.calibrate``)."""
-    g = p.add_argument_group("inference options (Mask R-CNN)")
+    g = p.add_argument_group("inference options (Mask R-CNN; --tta, --calibrate also SOLOv2)")
     g.add_argument(
         "--tta", default=None, choices=("none", "h", "v", "hv"),
-        help="flip test-time augmentation: each detection's score, box and mask averaged over "
-        "the image and its mirror images (h horizontal, v vertical, hv both; use the flips the "
-        "model trained with: hv after --augment microscopy, h otherwise); 2-4x slower",
+        help="flip test-time augmentation: each detection's score, box and mask (SOLOv2: each "
+        "grid cell's score and mask) averaged over the image and its mirror images (h "
+        "horizontal, v vertical, hv both; use the flips the model trained with: hv after "
+        "--augment microscopy, h otherwise); 2-4x slower",
     )  # fmt: skip
     g.add_argument(
         "--box-refine", type=int, default=None, metavar="N",
-        help="extra box-head passes on the regressed boxes (1 helps small, dense objects)",
+        help="extra box-head passes on the regressed boxes (1 helps small, dense objects; "
+        "Mask R-CNN only)",
     )  # fmt: skip
     g.add_argument(
         "--mask-threshold", type=float, default=None, metavar="T",
@@ -71,6 +73,6 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     g.add_argument(
         "--calibrate", default=None, metavar="DATA",
-        help="choose --mask-threshold among 0.4-0.7 by segm AP on this labelled dataset "
-        "(e.g. training images; never the set you evaluate on)",
+        help="choose --mask-threshold (Mask R-CNN among 0.4-0.7, SOLOv2 0.3-0.6) by segm AP "
+        "on this labelled dataset (e.g. training images; never the set you evaluate on)",
     )  # fmt: skip

@@ -1,8 +1,9 @@
-"""Choose inference thresholds on labelled images: a Mask R-CNN's mask threshold, and for
-any model the detection-score cut-off with the best F1 (:func:`choose_score_threshold`).
+"""Choose inference thresholds on labelled images: the mask threshold of a Mask R-CNN or a
+SOLOv2, and for any model the detection-score cut-off with the best F1
+(:func:`choose_score_threshold`).
 
-The threshold that turns soft (28 x 28, pasted) mask probabilities into binary masks moves
-mask AP by several points and its best value depends on the data (touching nuclei want
+The threshold that turns soft mask probabilities (Mask R-CNN's pasted 28 x 28 masks,
+SOLOv2's full masks) into binary masks moves mask AP by several points and its best value depends on the data (touching nuclei want
 tighter masks than pedestrians) and on flip TTA (averaged probabilities are softer). Choose
 it on images that are not the evaluation set, e.g. the training images:
 
@@ -10,13 +11,15 @@ it on images that are not the evaluation set, e.g. the training images:
     model.mask_threshold = best
 
 The network runs once per image (with the model's ``tta``/``box_refine``); every candidate
-only re-thresholds the same soft masks, so four candidates cost about one prediction pass.
+only re-post-processes the same network outputs, so four candidates cost about one
+prediction pass.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,37 +29,44 @@ from instseg.data.loader import image_to_tensor
 from instseg.engine.evaluate import coco_summary, instances_to_coco
 
 __all__ = [
+    "MASK_CANDIDATES",
+    "SCORE_CANDIDATES",
     "apply_inference_args",
     "apply_inference_options",
     "choose_mask_threshold",
     "choose_score_threshold",
+    "choose_thresholds",
 ]
 
 #: detection-score cut-offs tried by :func:`choose_score_threshold`
 SCORE_CANDIDATES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
+#: mask thresholds tried by :func:`choose_mask_threshold` per model family (SOLOv2's
+#: candidate masks are the mean of 1/4-scale probabilities, softer at their borders)
+MASK_CANDIDATES = {"maskrcnn": (0.4, 0.5, 0.6, 0.7), "solov2": (0.3, 0.4, 0.5, 0.6)}
+
+
+def _best(values: dict[float, float]) -> float:
+    """The candidate with the best value; ties go to the one nearest 0.5."""
+    return max(values, key=lambda c: (round(values[c], 6), -abs(c - 0.5)))
+
+
 @torch.no_grad()
-def choose_mask_threshold(
-    model: torch.nn.Module,
-    dataset: InstanceDataset,
-    candidates: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
-    progress: bool = False,
-) -> tuple[float, dict[float, float]]:
-    """``(best threshold, {threshold: segm AP})`` of a Mask R-CNN on ``dataset``'s images
-    (COCO segm AP, our evaluator; ties go to the candidate nearest 0.5). The model's own
-    ``mask_threshold`` is left unchanged."""
+def _results_by_mask_threshold(
+    model: torch.nn.Module, dataset: InstanceDataset, candidates: Sequence[float], progress: bool
+) -> dict[float, list[dict[str, Any]]]:
+    """COCO results of ``dataset`` at each mask threshold; the network runs once per image
+    (with the model's ``tta``/``box_refine``) and only the post-processing reruns."""
     from instseg.models.mask_rcnn import MaskRCNN
     from instseg.models.mask_rcnn_tta import augmented_detections
+    from instseg.models.solov2 import SOLOv2, to_instances
+    from instseg.models.solov2_tta import augmented_outputs, postprocess_views
 
-    if not isinstance(model, MaskRCNN):
+    if not isinstance(model, (MaskRCNN, SOLOv2)):
         raise TypeError(
-            f"mask threshold calibration needs a Mask R-CNN, got {type(model).__name__}"
+            f"mask threshold calibration needs a Mask R-CNN or SOLOv2, got {type(model).__name__}"
         )
-    if not candidates or any(not 0.0 < float(c) < 1.0 for c in candidates):
-        raise ValueError(f"candidates must lie in (0, 1), got {list(candidates)}")
-    if len(dataset) == 0:
-        raise ValueError("calibration needs at least one labelled image")
     device = next(model.parameters()).device
     was_training, original = model.training, model.mask_threshold
     model.eval()
@@ -69,8 +79,15 @@ def choose_mask_threshold(
     try:
         for i in indices:
             tensor = image_to_tensor(dataset.load_image(i)).float().div(255.0).to(device)
-            det, in_size, size = augmented_detections(model, tensor, model.tta, model.box_refine)
             image_id = dataset.images[i].id
+            if isinstance(model, SOLOv2):
+                out = augmented_outputs(model, [tensor], model.tta)
+                for c in results:
+                    cfg = replace(model.post_config(), mask_threshold=c)
+                    inst = to_instances([tensor], postprocess_views(out, [tensor], cfg))[0]
+                    results[c].extend(instances_to_coco(inst, image_id, dataset.label_to_cat_id))
+                continue
+            det, in_size, size = augmented_detections(model, tensor, model.tta, model.box_refine)
             for c in results:
                 model.mask_threshold = c
                 inst = model._postprocess(det, in_size, size, 32)
@@ -78,10 +95,74 @@ def choose_mask_threshold(
     finally:
         model.mask_threshold = original
         model.train(was_training)
+    return results
+
+
+def _f1_by_cutoff(
+    gt: dict[str, Any], results: list[dict[str, Any]], candidates: Sequence[float], iou: float
+) -> dict[float, float]:
+    from instseg.evaluation.matching_dataset import evaluate_coco_matching
+
+    f1 = {}
+    for c in candidates:
+        rep = evaluate_coco_matching(
+            gt, results, thresholds=(iou,), score_threshold=float(c), semantic=False
+        )
+        f1[float(c)] = rep.at(iou).f1
+    return f1
+
+
+def choose_mask_threshold(
+    model: torch.nn.Module,
+    dataset: InstanceDataset,
+    candidates: Sequence[float] | None = None,
+    progress: bool = False,
+) -> tuple[float, dict[float, float]]:
+    """``(best threshold, {threshold: segm AP})`` of a Mask R-CNN or SOLOv2 on ``dataset``'s
+    images (COCO segm AP, our evaluator; ties go to the candidate nearest 0.5; default
+    candidates :data:`MASK_CANDIDATES`). The model's own ``mask_threshold`` is left
+    unchanged. SOLOv2's threshold also shapes its candidates (areas, maskness, Matrix NMS),
+    so its post-processing reruns per candidate on the same network outputs."""
+    best, ap, _, _ = choose_thresholds(model, dataset, candidates, None, progress=progress)
+    return best, ap
+
+
+def choose_thresholds(
+    model: torch.nn.Module,
+    dataset: InstanceDataset,
+    mask_candidates: Sequence[float] | None = None,
+    score_candidates: Sequence[float] | None = SCORE_CANDIDATES,
+    iou: float = 0.5,
+    progress: bool = False,
+) -> tuple[float, dict[float, float], float | None, dict[float, float]]:
+    """One network pass per image for both choices: ``(mask threshold, {threshold: segm
+    AP}, score cut-off, {cut-off: F1})``, the cut-off chosen as :func:`choose_score_threshold`
+    on the predictions at the chosen mask threshold (``score_candidates=None``: no cut-off,
+    ``None, {}``)."""
+    if mask_candidates is None:
+        from instseg.models.solov2 import SOLOv2
+
+        mask_candidates = MASK_CANDIDATES["solov2" if isinstance(model, SOLOv2) else "maskrcnn"]
+    if not mask_candidates or any(not 0.0 < float(c) < 1.0 for c in mask_candidates):
+        raise ValueError(
+            f"mask threshold candidates must lie in (0, 1), got {list(mask_candidates)}"
+        )
+    if score_candidates is not None and (
+        not score_candidates or any(not 0.0 <= float(c) <= 1.0 for c in score_candidates)
+    ):
+        raise ValueError(
+            f"score cut-off candidates must lie in [0, 1], got {list(score_candidates)}"
+        )
+    if len(dataset) == 0:
+        raise ValueError("calibration needs at least one labelled image")
+    results = _results_by_mask_threshold(model, dataset, mask_candidates, progress)
     gt = dataset.to_coco()
     ap = {c: coco_summary(gt, res, "segm")["AP"] for c, res in results.items()}
-    best = max(ap, key=lambda c: (round(ap[c], 6), -abs(c - 0.5)))
-    return best, ap
+    best = _best(ap)
+    if score_candidates is None:
+        return best, ap, None, {}
+    f1 = _f1_by_cutoff(gt, results[best], score_candidates, iou)
+    return best, ap, _best(f1), f1
 
 
 def choose_score_threshold(
@@ -98,22 +179,14 @@ def choose_score_threshold(
     third training image): models whose scores come from a focal loss (SOLOv2) score true
     objects lower than a softmax classifier does, so a fixed 0.5 under-counts them."""
     from instseg.engine.evaluate import predict_dataset
-    from instseg.evaluation.matching_dataset import evaluate_coco_matching
 
     if not candidates or any(not 0.0 <= float(c) <= 1.0 for c in candidates):
         raise ValueError(f"candidates must lie in [0, 1], got {list(candidates)}")
     if len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
     results = predict_dataset(model, dataset, progress=progress)
-    gt = dataset.to_coco()
-    f1 = {}
-    for c in candidates:
-        rep = evaluate_coco_matching(
-            gt, results, thresholds=(iou,), score_threshold=float(c), semantic=False
-        )
-        f1[float(c)] = rep.at(iou).f1
-    best = max(f1, key=lambda c: (round(f1[c], 6), -abs(c - 0.5)))
-    return best, f1
+    f1 = _f1_by_cutoff(dataset.to_coco(), results, candidates, iou)
+    return _best(f1), f1
 
 
 def apply_inference_options(
@@ -132,10 +205,13 @@ def apply_inference_options(
     option and the model."""
     from instseg.errors import InstsegError
     from instseg.models.mask_rcnn import MaskRCNN
+    from instseg.models.solov2 import SOLOv2
 
     name = type(model).__name__
-    if (tta is not None or box_refine is not None or calibrate) and not isinstance(model, MaskRCNN):
-        raise InstsegError(f"--tta/--box-refine/--calibrate: Mask R-CNN models only, got {name}")
+    if box_refine is not None and not isinstance(model, MaskRCNN):
+        raise InstsegError(f"--box-refine: Mask R-CNN models only, got {name}")
+    if (tta is not None or calibrate) and not isinstance(model, (MaskRCNN, SOLOv2)):
+        raise InstsegError(f"--tta/--calibrate: Mask R-CNN or SOLOv2 models only, got {name}")
     if box_refine is not None and box_refine < 0:
         raise InstsegError(f"--box-refine must be >= 0, got {box_refine}")
     if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 from torchvision.ops import boxes as box_ops
 
+from instseg.models.ops import FLIPS, check_flips
 from instseg.structures import Instances
 
 if TYPE_CHECKING:
@@ -38,21 +39,7 @@ __all__ = [
     "predict_augmented",
 ]
 
-#: view sets: (mirror x, mirror y) per view; the first view is always the image itself
-FLIPS: dict[str, tuple[tuple[bool, bool], ...]] = {
-    "none": ((False, False),),
-    "h": ((False, False), (True, False)),
-    "v": ((False, False), (False, True)),
-    "hv": ((False, False), (True, False), (False, True), (True, True)),
-}
-
 Detections = tuple[dict[str, Tensor], tuple[int, int], tuple[int, int]]
-
-
-def check_flips(flips: str) -> tuple[tuple[bool, bool], ...]:
-    if flips not in FLIPS:
-        raise ValueError(f"tta: unknown view set {flips!r}; choose from {', '.join(FLIPS)}")
-    return FLIPS[flips]
 
 
 def mirror_boxes(boxes: Tensor, size: tuple[int, int], fx: bool, fy: bool) -> Tensor:

@@ -17,7 +17,9 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 __all__ = [
+    "FLIPS",
     "assign_targets",
+    "check_flips",
     "center_of_mass",
     "center_regions",
     "grid_shapes",
@@ -28,6 +30,22 @@ __all__ = [
     "matrix_nms",
     "points_nms",
 ]
+
+
+#: flip TTA view sets: (mirror x, mirror y) per view; the first view is always the image itself
+FLIPS: dict[str, tuple[tuple[bool, bool], ...]] = {
+    "none": ((False, False),),
+    "h": ((False, False), (True, False)),
+    "v": ((False, False), (False, True)),
+    "hv": ((False, False), (True, False), (False, True), (True, True)),
+}
+
+
+def check_flips(flips: str) -> tuple[tuple[bool, bool], ...]:
+    """The views of a TTA view set name (``"none" "h" "v" "hv"``); ValueError names the others."""
+    if flips not in FLIPS:
+        raise ValueError(f"tta: unknown view set {flips!r}; choose from {', '.join(FLIPS)}")
+    return FLIPS[flips]
 
 
 # -- NMS ------------------------------------------------------------------------------------
@@ -195,10 +213,7 @@ def grid_shapes(
     if canvas is None:
         return [(int(s), int(s)) for s in num_grids]
     hp, wp = int(padded[0]), int(padded[1])  # python ints (shape values under tracing)
-    return [
-        (max(1, round(hp * s / canvas)), max(1, round(wp * s / canvas)))
-        for s in num_grids
-    ]
+    return [(max(1, round(hp * s / canvas)), max(1, round(wp * s / canvas))) for s in num_grids]
 
 
 def center_regions(

@@ -5,7 +5,7 @@ Reading order, image -> masks:
        ``input_scale``, ``train_input_scale`` in ``losses``), normalize, pad to a multiple of
        32 -> ``(B, 3, Hp, Wp)``.
     2. backbone + FPN -> P2..P6 (strides 4..64).
-    3. :class:`SOLOv2Head`: per level, features (+2 CoordConv channels) resized to an
+    3. :class:`SOLOv2Head` (:mod:`solov2_heads`): per level, features (+2 CoordConv channels) resized to an
        ``S x S`` grid (or fixed-size cells: ``grid_canvas``, :meth:`SOLOv2.grid_shapes`);
        a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
@@ -15,7 +15,8 @@ Reading order, image -> masks:
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
        inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
-       min-area filter, rescoring, Matrix NMS, upsample to the original size).
+       min-area filter, rescoring, Matrix NMS, upsample to the original size); flip TTA
+       (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -30,136 +31,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.models import ops, solov2_prior
-from instseg.models.backbones import group_norm
+from instseg.models.solov2_heads import MaskFeatureHead, SOLOv2Head
 from instseg.models.solov2_post import PostConfig, postprocess
 from instseg.structures import Instances
 
-__all__ = ["GRIDS", "SCALE_RANGES", "STRIDES", "MaskFeatureHead", "SOLOv2", "SOLOv2Head"]
+__all__ = [
+    "GRIDS",
+    "SCALE_RANGES",
+    "STRIDES",
+    "MaskFeatureHead",
+    "SOLOv2",
+    "SOLOv2Head",
+    "to_instances",
+]  # the heads live in solov2_heads (re-exported here)
 
 #: paper defaults for P2..P6; ``STRIDES`` only sets the min-area filter (a candidate's
 #: 1/4-scale mask must cover more pixels than its level's value)
 GRIDS = (40, 36, 24, 16, 12)
 SCALE_RANGES = ((1.0, 96.0), (48.0, 192.0), (96.0, 384.0), (192.0, 768.0), (384.0, 2048.0))
 STRIDES = (8, 8, 16, 32, 32)
-
-
-def conv_gn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    """Conv (no bias) + GroupNorm + ReLU."""
-    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
-    return nn.Sequential(conv, group_norm(cout), nn.ReLU(inplace=True))
-
-
-def coord_features(x: Tensor) -> Tensor:
-    """CoordConv channels ``(B, 2, H, W)``: normalized x then y in [-1, 1]."""
-    b, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy])[None].expand(b, 2, h, w)
-
-
-class SOLOv2Head(nn.Module):
-    """Category and kernel branches, shared over levels.
-
-    ``forward(feats, shapes)`` takes 5 maps ``(B, C, H_l, W_l)`` and the grid ``(rows, cols)``
-    of each level (``S_l x S_l``, see :meth:`SOLOv2.grid_shapes`) and returns per level
-    ``cate (B, K, rows, cols)`` logits and ``kernels (B, E, rows, cols)``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        head_channels: int = 256,
-        stacked_convs: int = 4,
-        kernel_channels: int = 128,
-        prior_prob: float = 0.01,
-    ) -> None:
-        super().__init__()
-        if stacked_convs < 1:
-            raise ValueError(f"stacked_convs must be >= 1, got {stacked_convs}")
-        c = head_channels
-        self.kernel_convs = nn.Sequential(
-            *[conv_gn_relu(in_channels + 2 if i == 0 else c, c) for i in range(stacked_convs)]
-        )
-        self.cate_convs = nn.Sequential(
-            *[conv_gn_relu(in_channels if i == 0 else c, c) for i in range(stacked_convs)]
-        )
-        self.kernel_pred = nn.Conv2d(c, kernel_channels, 3, padding=1)
-        self.cate_pred = nn.Conv2d(c, num_classes, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        assert self.cate_pred.bias is not None
-        nn.init.constant_(self.cate_pred.bias, -math.log((1 - prior_prob) / prior_prob))
-
-    def forward(
-        self, feats: list[Tensor], shapes: list[tuple[int, int]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        # as the official code: P2 halved to P3's size, P6 brought to P5's size
-        feats = [
-            F.interpolate(feats[0], scale_factor=0.5, mode="bilinear", align_corners=False),
-            *feats[1:4],
-            F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear", align_corners=False),
-        ]
-        cates, kernels = [], []
-        for x, shape in zip(feats, shapes):
-            x = torch.cat([x, coord_features(x)], 1)
-            x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False)
-            kernels.append(self.kernel_pred(self.kernel_convs(x)))
-            cates.append(self.cate_pred(self.cate_convs(x[:, :-2])))
-        return cates, kernels
-
-
-class MaskFeatureHead(nn.Module):
-    """Unified mask features: P2..P5 each brought to 1/4 scale by (conv+GN+ReLU, 2x bilinear)
-    steps and summed (CoordConv on P5), then 1x1 conv+GN+ReLU -> ``(B, E, H/4, W/4)``.
-
-    With ``stem_channels`` (``mask_stride=2``), the sum is upsampled 2x and added to a
-    conv+GN+ReLU of the backbone's stride-2 map before the 1x1: ``(B, E, H/2, W/2)``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        mid_channels: int = 128,
-        out_channels: int = 128,
-        num_levels: int = 4,
-        stem_channels: int = 0,
-    ) -> None:
-        super().__init__()
-        self.levels = nn.ModuleList()
-        for lv in range(num_levels):
-            steps: list[nn.Module] = []
-            for j in range(max(lv, 1)):
-                cin = in_channels if j == 0 else mid_channels
-                cin += 2 if (lv == num_levels - 1 and j == 0) else 0
-                steps.append(conv_gn_relu(cin, mid_channels))
-                if lv > 0:
-                    steps.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-            self.levels.append(nn.Sequential(*steps))
-        self.stem = conv_gn_relu(stem_channels, mid_channels) if stem_channels else None
-        self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-
-    def forward(self, feats: list[Tensor], stem: Tensor | None = None) -> Tensor:
-        out = self.levels[0](feats[0])
-        last = len(self.levels) - 1
-        for lv in range(1, len(self.levels)):
-            x = feats[lv]
-            if lv == last:
-                x = torch.cat([x, coord_features(x)], 1)
-            out = out + self.levels[lv](x)
-        if self.stem is not None:
-            if stem is None:
-                raise ValueError("MaskFeatureHead with stem_channels needs the stem map")
-            out = F.interpolate(out, size=stem.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + self.stem(stem)
-        return self.pred(out)
 
 
 class SOLOv2(nn.Module):
@@ -206,6 +96,7 @@ class SOLOv2(nn.Module):
         grid_canvas: int | None = None,
         mask_stride: int = 4,
         point_nms: bool = True,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
@@ -261,6 +152,8 @@ class SOLOv2(nn.Module):
         # SOLO's 2x2 max filter on cell scores; off for crowded small objects, whose
         # neighbouring cells hold different objects (Matrix NMS removes duplicates anyway)
         self.point_nms = bool(point_nms)
+        ops.check_flips(tta)
+        self.tta = tta  # flip TTA views in predict (solov2_tta); detect never flips
         # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
         self.channels_last = channels_last
         if channels_last:
@@ -418,12 +311,27 @@ class SOLOv2(nn.Module):
     @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
     def predict(self, images: list[Tensor]) -> list[Instances]:
         """One :class:`Instances` per image in its original coordinates (bool masks
-        ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending)."""
-        out = []
-        for img, (masks, boxes, labels, scores) in zip(images, self.detect(images)):
-            size = (int(img.shape[-2]), int(img.shape[-1]))
-            out.append(Instances(size, boxes.cpu(), labels.cpu(), scores.cpu(), masks=masks.cpu()))
-        return out
+        ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending). With ``tta``
+        set (``"h" "v" "hv"``), flip TTA (:mod:`solov2_tta`)."""
+        if self.tta != "none":
+            from instseg.models.solov2_tta import detect_augmented
+
+            return to_instances(images, detect_augmented(self, images, self.tta))
+        return to_instances(images, self.detect(images))
+
+    def post_config(self) -> PostConfig:
+        """The inference thresholds of :mod:`solov2_post` from this model's attributes."""
+        return PostConfig(
+            self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
+            self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,
+        )  # fmt: skip
+
+    def cell_strides(self, padded: tuple[int, int], device: torch.device) -> Tensor:
+        """``(C,)`` min-area filter value of every cell (its level's ``strides`` entry)."""
+        shapes = self.grid_shapes(padded)
+        return torch.cat(
+            [torch.full((r * c,), st, device=device) for (r, c), st in zip(shapes, self.strides)]
+        )
 
     def detect(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Tensors-only inference (what an exporter traces): per image ``(masks (N, H, W)
@@ -434,16 +342,21 @@ class SOLOv2(nn.Module):
         probs = [torch.sigmoid(c) for c in cates]
         scores = self._flatten([ops.points_nms(p) for p in probs] if self.point_nms else probs)
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
-        shapes = self.grid_shapes((batch.shape[-2], batch.shape[-1]))
-        cell_strides = torch.cat(
-            [torch.full((r * c,), st, device=batch.device) for (r, c), st in zip(shapes, self.strides)]
-        )
-        cfg = PostConfig(
-            self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
-            self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,
-        )  # fmt: skip
+        strides = self.cell_strides((batch.shape[-2], batch.shape[-1]), batch.device)
+        cfg = self.post_config()
         return [
-            postprocess(scores[b], kernel_flat[b], mask_feat[b], cell_strides, sizes[b],
+            postprocess(scores[b], [kernel_flat[b]], [mask_feat[b]], strides, sizes[b],
                         img.shape[-2:], cfg)  # one image: see solov2_post.postprocess
             for b, img in enumerate(images)
         ]  # fmt: skip
+
+
+def to_instances(
+    images: list[Tensor], dets: list[tuple[Tensor, Tensor, Tensor, Tensor]]
+) -> list[Instances]:
+    """:meth:`SOLOv2.detect` tuples -> :class:`Instances` (on the CPU) of each image's size."""
+    out = []
+    for img, (masks, boxes, labels, scores) in zip(images, dets):
+        size = (int(img.shape[-2]), int(img.shape[-1]))
+        out.append(Instances(size, boxes.cpu(), labels.cpu(), scores.cpu(), masks=masks.cpu()))
+    return out

@@ -23,6 +23,7 @@ over data; under tracing (ONNX export) whole-tensor equivalents are used instead
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,16 @@ from torch import Tensor
 
 from instseg.models import ops
 
-__all__ = ["CHUNK_PIXELS", "PostConfig", "postprocess", "up_scale"]
+__all__ = [
+    "CHUNK_PIXELS",
+    "PostConfig",
+    "mean_probs",
+    "matrix_nms_select",
+    "paste_masks",
+    "postprocess",
+    "select_cells",
+    "up_scale",
+]
 
 #: float elements per eager chunk (4 MiB: 64 candidate masks of 128 x 128, 4 output masks
 #: of 512 x 512): temporaries stay cache-sized and are reused instead of page-faulted
@@ -69,49 +79,98 @@ def up_scale(cells: int, out: int, resized: int, stride: int = 4) -> float:
 
 def postprocess(
     scores: Tensor,
-    kernels: Tensor,
-    mask_feat: Tensor,
+    kernels: Sequence[Tensor],
+    mask_feats: Sequence[Tensor],
     cell_strides: Tensor,
     size: tuple[int, int],
     orig_size: tuple[int, int] | torch.Size,
     cfg: PostConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One image: ``scores (C, K)`` (after the optional point NMS), ``kernels (C, E)``,
-    ``mask_feat (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input), ``cell_strides
-    (C,)`` (min-area filter), resized size ``size`` and original ``orig_size`` ``(H, W)`` ->
-    bool masks ``(N, H, W)`` in original pixels, their
-    xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64, scores ``(N,)``
-    descending."""
-    num_classes = scores.shape[1]
+    """One image: ``scores (C, K)`` (after the optional point NMS), per view ``kernels (C, E)``
+    and ``mask_feats (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input; one view, or
+    several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
+    is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
+    ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
+    pixels, their xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64,
+    scores ``(N,)`` descending."""
     st = cfg.mask_stride
-    feat4 = mask_feat if st == 4 else F.avg_pool2d(mask_feat[None], 4 // st)[0]
-    fh, fw = int(feat4.shape[-2]), int(feat4.shape[-1])
+    feats4 = (
+        list(mask_feats) if st == 4 else [F.avg_pool2d(f[None], 4 // st)[0] for f in mask_feats]
+    )
+    top_scores, cells, labels = select_cells(scores, cfg)
+    kerns = [k[cells] for k in kernels]  # (M, E) per view
+    binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg)
+    order, sc = matrix_nms_select(
+        binary, area, maskness, top_scores, labels, cell_strides[cells], feats4[0].shape[-2:], cfg
+    )
+    # only the kept masks' probabilities, at the mask features' scale
+    soft = mean_probs([k[order] for k in kerns], [_flat(f) for f in mask_feats])
+    masks = paste_masks(soft.view(-1, *mask_feats[0].shape[-2:]), size, orig_size, cfg)
+    return masks, ops.mask_boxes(masks), labels[order], sc
+
+
+def _flat(feat: Tensor) -> Tensor:
+    return feat.reshape(feat.shape[0], -1)
+
+
+def mean_probs(kernels: Sequence[Tensor], feats: Sequence[Tensor]) -> Tensor:
+    """Per view kernels ``(M, E)`` and flat features ``(E, hw)`` -> mask probabilities
+    ``(M, hw)``: the views' mean of ``sigmoid(kernels @ feats)``."""
+    probs = torch.sigmoid(kernels[0] @ feats[0])
+    for k, f in zip(kernels[1:], feats[1:]):
+        probs = probs + torch.sigmoid(k @ f)
+    return probs / len(kernels) if len(kernels) > 1 else probs
+
+
+def select_cells(scores: Tensor, cfg: PostConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Cell-class scores ``(C, K)`` -> the top ``nms_pre`` pairs over ``score_threshold``:
+    ``(scores (M,), cells (M,), labels (M,))``."""
+    num_classes = scores.shape[1]
     top_scores, top_idx = scores.reshape(-1).topk(min(cfg.nms_pre, scores.numel()))
     keep = top_scores > cfg.score_threshold
     top_scores, top_idx = top_scores[keep], top_idx[keep]
-    cells, labels = top_idx // num_classes, top_idx % num_classes
-    kern = kernels[cells]  # (M, E)
-    binary, area, maskness = _candidate_masks(kern, feat4.reshape(feat4.shape[0], -1), cfg)
-    # min-area filter (area > cell stride) as integer indices
-    idx = torch.nonzero(area > cell_strides[cells]).reshape(-1)
-    sc = top_scores[idx] * maskness[idx]
+    return top_scores, top_idx // num_classes, top_idx % num_classes
+
+
+def matrix_nms_select(
+    binary: Tensor,
+    area: Tensor,
+    maskness: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    min_area: Tensor,
+    shape: tuple[int, int] | torch.Size,
+    cfg: PostConfig,
+) -> tuple[Tensor, Tensor]:
+    """Candidates (binary masks ``(M, h*w)`` at 1/4 scale of ``shape (h, w)``, areas,
+    maskness, cell scores, labels, min areas, all ``(M,)``) -> ``(order (N,), scores (N,))``:
+    the kept candidates' indices, best first, and their rescored, decayed scores. Steps:
+    min-area filter (area > cell stride), maskness rescoring, Matrix NMS, ``update_threshold``,
+    top ``max_detections``."""
+    fh, fw = int(shape[0]), int(shape[1])
+    idx = torch.nonzero(area > min_area).reshape(-1)  # integer indices (exportable)
+    sc = scores[idx] * maskness[idx]
     sc = ops.matrix_nms(
         binary[idx].view(-1, fh, fw), labels[idx], sc, cfg.nms_kernel, cfg.nms_sigma
     )
     keep = sc >= cfg.update_threshold
     sc, order = sc[keep].sort(descending=True)
-    order = idx[keep][order[: cfg.max_detections]]
-    sc, labels = sc[: cfg.max_detections], labels[order]
+    return idx[keep][order[: cfg.max_detections]], sc[: cfg.max_detections]
+
+
+def paste_masks(
+    soft: Tensor, size: tuple[int, int], orig_size: tuple[int, int] | torch.Size, cfg: PostConfig
+) -> Tensor:
+    """Kept soft masks ``(N, h, w)`` at ``1 / cfg.mask_stride`` of the padded input -> bool
+    ``(N, H, W)`` at the original size (crop to the resized ``size``, one bilinear step,
+    ``> mask_threshold``)."""
+    st = cfg.mask_stride
     h, w = int(orig_size[0]), int(orig_size[1])
-    # only the kept masks' probabilities, at the mask features' scale
-    soft = torch.sigmoid(kern[order] @ mask_feat.reshape(mask_feat.shape[0], -1))
-    soft = soft.view(-1, *mask_feat.shape[-2:])
     soft = soft[:, : math.ceil(size[0] / st), : math.ceil(size[1] / st)]
     scale = (up_scale(soft.shape[-2], h, size[0], st), up_scale(soft.shape[-1], w, size[1], st))
     if _tracing():
         masks = _upsample(torch.cat([soft, soft.new_zeros(1, *soft.shape[1:])]), scale, h, w, cfg)
-        masks = masks[:-1]  # a dummy last mask keeps the input non-empty without a branch
-        return masks, ops.mask_boxes(masks), labels, sc
+        return masks[:-1]  # a dummy last mask keeps the input non-empty without a branch
     # eager: chunks of <= CHUNK_PIXELS floats, so the float temporaries stay small and are
     # reused by the allocator instead of page-faulting 100 x H x W x 4 fresh bytes each call
     # (about 2x faster upsampling on CPU); the chunk count depends on the config only
@@ -119,27 +178,34 @@ def postprocess(
     step = max(1, CHUNK_PIXELS // max(h * w, 1))
     for i in range(0, min(cfg.max_detections, cfg.nms_pre), step):
         _upsample(soft[i : i + step], scale, h, w, cfg, out=masks[i : i + step])
-    return masks, ops.mask_boxes(masks), labels, sc
+    return masks
 
 
-def _candidate_masks(kern: Tensor, feat: Tensor, cfg: PostConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """Kernels ``(M, E)`` x features ``(E, hw)`` -> binary masks ``(M, hw)`` bool
-    (``sigmoid > mask_threshold``), areas ``(M,)`` and maskness ``(M,)`` (mean probability
-    inside the mask). Eager: in row chunks of <= CHUNK_PIXELS, in place, so the (M, hw) float
-    probabilities are never materialized (the chunk count depends on the config only)."""
-    m, hw = kern.shape[0], feat.shape[1]
+def _candidate_masks(
+    kernels: Sequence[Tensor], feats: Sequence[Tensor], cfg: PostConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per view kernels ``(M, E)`` x features ``(E, hw)`` -> binary masks ``(M, hw)`` bool
+    (mean probability ``> mask_threshold``, :func:`mean_probs`), areas ``(M,)`` and maskness
+    ``(M,)`` (mean probability inside the mask). Eager: in row chunks of <= CHUNK_PIXELS, in
+    place, so the (M, hw) float probabilities are never materialized (the chunk count depends
+    on the config only)."""
+    m, hw = kernels[0].shape[0], feats[0].shape[1]
     if _tracing():  # exportable: whole tensors, no in-place ops, no threshold op
-        probs = torch.sigmoid(kern @ feat)
+        probs = mean_probs(kernels, feats)
         binary = probs > cfg.mask_threshold
         area = binary.to(torch.int32).sum(1).to(probs.dtype)
         inside = torch.where(binary, probs, torch.zeros_like(probs)).sum(1)
         return binary, area, inside / area.clamp(min=1)
-    binary = torch.empty(m, hw, dtype=torch.bool, device=feat.device)
-    area = torch.empty(m, device=feat.device)
-    inside = torch.empty(m, device=feat.device)
+    device = feats[0].device
+    binary = torch.empty(m, hw, dtype=torch.bool, device=device)
+    area = torch.empty(m, device=device)
+    inside = torch.empty(m, device=device)
     step = max(1, CHUNK_PIXELS // max(hw, 1))
     for i in range(0, cfg.nms_pre, step):  # M <= nms_pre rows; empty chunks are no-ops
-        probs = torch.sigmoid_(kern[i : i + step] @ feat)
+        if len(kernels) == 1:
+            probs = torch.sigmoid_(kernels[0][i : i + step] @ feats[0])
+        else:
+            probs = mean_probs([k[i : i + step] for k in kernels], feats)
         torch.gt(probs, cfg.mask_threshold, out=binary[i : i + step])
         # bool -> uint8 view, int32 sum: a bool sum is ~50x slower on CPU
         area[i : i + step] = binary[i : i + step].view(torch.uint8).sum(1, dtype=torch.int32)

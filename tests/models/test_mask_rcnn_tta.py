@@ -121,8 +121,10 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
     from instseg.models.zoo import build_model
 
     solo = build_model("solov2_light_r18", 1)
-    with pytest.raises(InstsegError, match="Mask R-CNN models only"):
-        apply_inference_options(solo, tta="h")
+    with pytest.raises(InstsegError, match="--box-refine: Mask R-CNN models only"):
+        apply_inference_options(solo, box_refine=1)
+    apply_inference_options(solo, tta="h")  # SOLOv2 has flip TTA (solov2_tta)
+    assert solo.tta == "h"
 
 
 def test_calibration_scores_equal_full_predictions(model: MaskRCNN, nuclei: InstanceDataset) -> None:

@@ -74,5 +74,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calibrate", default=None, metavar="DATA",
         help="choose --mask-threshold (Mask R-CNN among 0.4-0.7, SOLOv2 0.3-0.6) by segm AP "
-        "on this labelled dataset (e.g. training images; never the set you evaluate on)",
+        "on this labelled dataset (e.g. training images; never the set you evaluate on), and "
+        "the score cut-off with the best F1 there (predict SOURCE mode applies it unless "
+        "--score-threshold is given)",
     )  # fmt: skip

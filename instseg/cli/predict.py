@@ -39,8 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument(
-        "--score-threshold", type=float, default=None, help="drop detections below this score"
-    )
+        "--score-threshold", type=float, default=None,
+        help="drop detections below this score (SOURCE mode with --calibrate: default the "
+        "cut-off with the best F1 on the calibration data)",
+    )  # fmt: skip
     p.add_argument("--max-detections", type=int, default=None, help="detections kept per image")
     add_inference_arguments(p)
     g = p.add_argument_group("SOURCE mode")
@@ -118,7 +120,9 @@ def predict_sources(args: argparse.Namespace) -> int:
         max_detections=args.max_detections,
         batch_size=args.batch_size,
     )
-    apply_inference_args(predictor.model, args)
+    calibration = apply_inference_args(predictor.model, args)
+    if calibration is not None and args.score_threshold is None:
+        predictor.score_threshold = calibration.score_cutoff  # the outputs' cut-off
     report = run_batch(
         predictor,
         args.source if len(args.source) > 1 else args.source[0],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -30,6 +30,7 @@ from instseg.engine.evaluate import coco_summary, instances_to_coco
 
 __all__ = [
     "MASK_CANDIDATES",
+    "Calibration",
     "SCORE_CANDIDATES",
     "apply_inference_args",
     "apply_inference_options",
@@ -45,6 +46,14 @@ SCORE_CANDIDATES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 #: mask thresholds tried by :func:`choose_mask_threshold` per model family (SOLOv2's
 #: candidate masks are the mean of 1/4-scale probabilities, softer at their borders)
 MASK_CANDIDATES = {"maskrcnn": (0.4, 0.5, 0.6, 0.7), "solov2": (0.3, 0.4, 0.5, 0.6)}
+
+
+class Calibration(NamedTuple):
+    """What ``--calibrate`` chose: the mask threshold (set on the model) and the F1-best
+    detection-score cut-off at it."""
+
+    mask_threshold: float
+    score_cutoff: float
 
 
 def _best(values: dict[float, float]) -> float:
@@ -197,12 +206,14 @@ def apply_inference_options(
     calibrate: str | None = None,
     data_format: str | None = None,
     images_dir: str | None = None,
-) -> float | None:
+) -> Calibration | None:
     """Set a loaded model's inference options (``None`` keeps the model's own); with
     ``calibrate`` (a labelled dataset in any format, not the evaluation set) choose the mask
-    threshold on it after ``tta``/``box_refine`` are set. Returns the threshold chosen by
-    calibration, else ``None``. Errors (:class:`~instseg.errors.InstsegError`) name the
-    option and the model."""
+    threshold on it after ``tta``/``box_refine`` are set (it becomes the model's), and in the
+    same pass the F1-best score cut-off (:func:`choose_thresholds`; the caller decides where
+    to apply it: ``instseg predict`` filters its outputs with it unless ``--score-threshold``
+    is given). Returns the :class:`Calibration`, else ``None``. Errors
+    (:class:`~instseg.errors.InstsegError`) name the option and the model."""
     from instseg.errors import InstsegError
     from instseg.models.mask_rcnn import MaskRCNN
     from instseg.models.solov2 import SOLOv2
@@ -235,14 +246,17 @@ def apply_inference_options(
             calibrate, "categories",
             f"--calibrate: dataset has {len(dataset.categories)} classes, model has {m.num_classes}",
         )  # fmt: skip
-    best, ap = choose_mask_threshold(model, dataset, progress=sys.stderr.isatty())
+    best, ap, cut, f1 = choose_thresholds(model, dataset, progress=sys.stderr.isatty())
+    assert cut is not None
     m.mask_threshold = best
     shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in ap.items())
     print(f"calibrated mask threshold {best:g} on {calibrate} (segm AP {shown})", file=sys.stderr)
-    return best
+    shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1.items())
+    print(f"calibrated score cut-off {cut:g} on {calibrate} (F1@0.5 {shown})", file=sys.stderr)
+    return Calibration(best, cut)
 
 
-def apply_inference_args(model: torch.nn.Module, args: Any) -> float | None:
+def apply_inference_args(model: torch.nn.Module, args: Any) -> Calibration | None:
     """:func:`apply_inference_options` from the CLI's ``--tta --box-refine --mask-threshold
     --calibrate`` (``instseg.cli.common.add_inference_arguments``; missing ones are ``None``)."""
     names = ("tta", "box_refine", "mask_threshold", "calibrate")

@@ -52,3 +52,37 @@ def test_predict_folder_with_bad_files(model_dir: Path, tmp_path: Path, capsys: 
 
 def test_predict_needs_source_or_data(model_dir: Path, tmp_path: Path) -> None:
     assert main(["predict", "--model", str(model_dir), "--out", str(tmp_path)]) == 2
+
+
+def test_predict_calibrate_sets_the_output_score_cut_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--calibrate DATA`` in SOURCE mode: the mask threshold and the F1-best score cut-off
+    are chosen on DATA and the outputs keep only detections at or above the cut-off;
+    ``--score-threshold`` still wins."""
+    from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
+    from instseg.data.synthetic_nuclei import make_nuclei_sample
+    from instseg.masks import encode
+
+    samples = [make_nuclei_sample(i, size=(128, 160), n_nuclei=20) for i in range(2)]
+    path = tmp_path / "calib.png"
+    Image.fromarray(samples[0].image).save(path)
+    assert samples[0].instances.masks is not None
+    rles = encode(samples[0].instances.masks.numpy())
+    anns = [make_annotation(k + 1, 1, 1, r, 128, 160) for k, r in enumerate(rles)]
+    calib = InstanceDataset([ImageRecord(1, path.name, path, 128, 160, anns)], [Category(1, "nucleus")])
+    gt = calib.save_coco(tmp_path / "calib.json")
+    src = tmp_path / "in.png"
+    Image.fromarray(samples[1].image).save(src)
+    out = tmp_path / "out"
+    args = ["predict", str(src), "--model", "nuclei", "--out", str(out), "--device", "cpu",
+            "--no-overlays", "--no-labels", "--calibrate", str(gt)]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("calibrated score cut-off"))
+    cut = float(line.split()[3])
+    results = json.loads((out / "results.json").read_text())
+    assert results and min(r["score"] for r in results) >= cut
+    assert main([*args, "--overwrite", "--score-threshold", "0.05"]) == 0
+    loose = json.loads((out / "results.json").read_text())
+    assert len(loose) > len(results)  # the explicit threshold wins over the calibrated cut-off

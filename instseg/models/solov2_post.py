@@ -8,7 +8,8 @@ bilinear step, mask-feature scale -> original size) and thresholded. With 1/2-sc
 features (``mask_stride=2``) the candidate steps (threshold, area, maskness, Matrix NMS) still
 run at 1/4 scale on 2x2-averaged features (the logits are linear in them, so this is the
 average logit of each 2x2 block): the same cost as the paper's model; only the kept masks use
-the 1/2-scale features.
+the 1/2-scale features. Flip TTA (:mod:`solov2_tta`) passes several views' kernels and
+features, mirrored back; a mask's probability is then the mean of the views' sigmoids.
 
 Cost notes (CPU, issue 5): candidates' masks exist only at 1/4 scale and only as bool (their
 float probabilities are made in cache-sized row chunks, in place, and dropped; the kept

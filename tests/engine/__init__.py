@@ -165,3 +165,29 @@ def build_tiny(
     """``zoo.build_model``-like builder for :class:`TinyMaskRCNN`."""
     assert name == "tiny", name
     return TinyMaskRCNN(num_classes, score_threshold=score_threshold, max_detections=max_detections)
+
+
+def check_calibration_against_predictions(
+    model: Any, dataset: InstanceDataset, candidates: tuple[float, ...] = (0.3, 0.5, 0.7)
+) -> dict[float, float]:
+    """``choose_mask_threshold`` on ``dataset`` must return its best candidate, leave the
+    model's threshold (0.5) alone, and report for every candidate the segm AP that a full
+    ``predict_dataset`` at that threshold gives. Returns ``{threshold: AP}``."""
+    import pytest
+
+    from instseg.engine.calibrate import choose_mask_threshold
+    from instseg.engine.evaluate import coco_summary, predict_dataset
+
+    best, ap = choose_mask_threshold(model, dataset, candidates=candidates)
+    assert model.mask_threshold == 0.5 and best == max(ap, key=lambda c: ap[c])
+    gt = dataset.to_coco()
+    for c in candidates:
+        if c == 0.5:
+            continue
+        model.mask_threshold = c
+        try:
+            res = predict_dataset(model, dataset)
+        finally:
+            model.mask_threshold = 0.5
+        assert coco_summary(gt, res, "segm")["AP"] == pytest.approx(ap[c], abs=1e-9)
+    return ap

@@ -12,14 +12,14 @@ import torch
 from instseg.cli.main import main
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.data.synthetic_nuclei import make_nuclei_sample
-from instseg.engine.calibrate import apply_inference_options, choose_mask_threshold
+from instseg.engine.calibrate import apply_inference_options
 from instseg.engine.checkpoint import load_model
-from instseg.engine.evaluate import coco_summary, predict_dataset
 from instseg.errors import InstsegError
 from instseg.masks import encode
 from instseg.models.mask_rcnn import MaskRCNN
 from instseg.models.mask_rcnn_tta import mirror_boxes, mirror_deltas, predict_augmented
 from instseg.models.pretrained import shipped_path
+from tests.engine import check_calibration_against_predictions
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +130,7 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
 def test_calibration_scores_equal_full_predictions(model: MaskRCNN, nuclei: InstanceDataset) -> None:
     """Re-thresholding one pass of soft masks gives the AP that predicting at each threshold
     gives; the best candidate is returned and the model's own threshold is untouched."""
-    best, ap = choose_mask_threshold(model, nuclei, candidates=(0.3, 0.5, 0.7))
-    assert model.mask_threshold == 0.5 and best == max(ap, key=lambda c: ap[c])
-    gt = nuclei.to_coco()
-    for c in (0.3, 0.7):
-        model.mask_threshold = c
-        try:
-            res = predict_dataset(model, nuclei)
-        finally:
-            model.mask_threshold = 0.5
-        assert coco_summary(gt, res, "segm")["AP"] == pytest.approx(ap[c], abs=1e-9)
+    ap = check_calibration_against_predictions(model, nuclei)
     assert ap[0.3] != ap[0.7]
 
 

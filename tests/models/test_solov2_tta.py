@@ -12,13 +12,11 @@ from instseg.data.loader import TrainingDataset
 from instseg.engine.calibrate import (
     MASK_CANDIDATES,
     apply_inference_options,
-    choose_mask_threshold,
     choose_score_threshold,
     choose_thresholds,
 )
-from instseg.engine.evaluate import coco_summary, predict_dataset
 from instseg.models.solov2_tta import augmented_outputs, detect_augmented, mirror_cells
-from tests.engine import make_shapes_dataset
+from tests.engine import check_calibration_against_predictions, make_shapes_dataset
 from tests.models.test_solov2 import VARIANTS, tiny_model
 
 #: every cell a candidate, nothing dropped by the final score threshold
@@ -109,16 +107,7 @@ def test_calibrated_mask_threshold_equals_full_predictions(tmp_path: Path) -> No
         opt.step()
     model.eval()
     model.tta = "h"
-    best, ap = choose_mask_threshold(model, ds, candidates=(0.3, 0.5, 0.7))
-    assert model.mask_threshold == 0.5 and best == max(ap, key=lambda c: ap[c])
-    gt = ds.to_coco()
-    for c in (0.3, 0.7):
-        model.mask_threshold = c
-        try:
-            res = predict_dataset(model, ds)
-        finally:
-            model.mask_threshold = 0.5
-        assert coco_summary(gt, res, "segm")["AP"] == pytest.approx(ap[c], abs=1e-9)
+    ap = check_calibration_against_predictions(model, ds)
     assert ap[0.3] != ap[0.7]
     # one pass for both choices: the cut-off is the one chosen at the chosen threshold
     best2, ap2, cut, f1 = choose_thresholds(model, ds)

@@ -355,7 +355,8 @@ def run_method(
         if method == "solov2" and f1 and not args.no_tta:
             extra.append(score_cutoff_row(row, out / "last.pt", train_set, val_set, results))
         if not args.no_tta:
-            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1))
+            cutoff = method == "solov2" and f1
+            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1, cutoff))
     elif method == "reference":
         if args.eval_only:
             raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
@@ -396,13 +397,13 @@ def tta_row(
     val_set: InstanceDataset,
     augment: str,
     f1: bool,
+    score_cutoff: bool,
 ) -> dict[str, Any]:
     """The '+ TTA' row: ``tta_options`` chosen on training images, the held-out images
-    predicted with them; a SOLOv2 with F1 also gets its calibrated score cut-off (its focal-
-    loss scores sit lower than Mask R-CNN's softmax: ``choose_score_threshold``)."""
+    predicted with them; with ``score_cutoff`` (SOLOv2 with F1: its focal-loss scores sit
+    lower than Mask R-CNN's softmax) F1 at the score cut-off chosen there too."""
     t0 = time.perf_counter()
-    solo = row["method"].startswith("solov2")
-    options = tta_options(path, train_set, augment, score_cutoff=solo and f1)
+    options = tta_options(path, train_set, augment, score_cutoff=score_cutoff)
     calib_s = time.perf_counter() - t0
     cut = float(options.get("f1_score_threshold", F1_SCORE_THRESHOLD))
     attrs = {k: v for k, v in options.items() if k != "f1_score_threshold"}

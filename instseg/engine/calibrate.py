@@ -56,6 +56,13 @@ class Calibration(NamedTuple):
     score_cutoff: float
 
 
+def _check_score_candidates(candidates: Sequence[float], dataset: InstanceDataset) -> None:
+    if not candidates or any(not 0.0 <= float(c) <= 1.0 for c in candidates):
+        raise ValueError(f"score cut-off candidates must lie in [0, 1], got {list(candidates)}")
+    if len(dataset) == 0:
+        raise ValueError("calibration needs at least one labelled image")
+
+
 def _best(values: dict[float, float]) -> float:
     """The candidate with the best value; ties go to the one nearest 0.5."""
     return max(values, key=lambda c: (round(values[c], 6), -abs(c - 0.5)))
@@ -156,12 +163,8 @@ def choose_thresholds(
         raise ValueError(
             f"mask threshold candidates must lie in (0, 1), got {list(mask_candidates)}"
         )
-    if score_candidates is not None and (
-        not score_candidates or any(not 0.0 <= float(c) <= 1.0 for c in score_candidates)
-    ):
-        raise ValueError(
-            f"score cut-off candidates must lie in [0, 1], got {list(score_candidates)}"
-        )
+    if score_candidates is not None:
+        _check_score_candidates(score_candidates, dataset)
     if len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
     results = _results_by_mask_threshold(model, dataset, mask_candidates, progress)
@@ -189,10 +192,7 @@ def choose_score_threshold(
     objects lower than a softmax classifier does, so a fixed 0.5 under-counts them."""
     from instseg.engine.evaluate import predict_dataset
 
-    if not candidates or any(not 0.0 <= float(c) <= 1.0 for c in candidates):
-        raise ValueError(f"candidates must lie in [0, 1], got {list(candidates)}")
-    if len(dataset) == 0:
-        raise ValueError("calibration needs at least one labelled image")
+    _check_score_candidates(candidates, dataset)
     results = predict_dataset(model, dataset, progress=progress)
     f1 = _f1_by_cutoff(dataset.to_coco(), results, candidates, iou)
     return _best(f1), f1

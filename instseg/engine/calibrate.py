@@ -165,7 +165,7 @@ def choose_thresholds(
         )
     if score_candidates is not None:
         _check_score_candidates(score_candidates, dataset)
-    if len(dataset) == 0:
+    elif len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
     results = _results_by_mask_threshold(model, dataset, mask_candidates, progress)
     gt = dataset.to_coco()

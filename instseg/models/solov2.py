@@ -6,8 +6,8 @@ Reading order, image -> masks:
        32 -> ``(B, 3, Hp, Wp)``.
     2. backbone + FPN -> P2..P6 (strides 4..64).
     3. :class:`SOLOv2Head` (:mod:`solov2_heads`): per level, features (+2 CoordConv
-       channels) resized to an
-       ``S x S`` grid (or fixed-size cells: ``grid_canvas``, :meth:`SOLOv2.grid_shapes`);
+       channels) resized to an ``S x S`` grid (or fixed-size cells: ``grid_canvas``,
+       :meth:`SOLOv2.grid_shapes`);
        a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
        :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask).

@@ -39,8 +39,9 @@ __all__ = [
     "choose_thresholds",
 ]
 
-#: detection-score cut-offs tried by :func:`choose_score_threshold`
-SCORE_CANDIDATES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+#: detection-score cut-offs tried by :func:`choose_score_threshold` (from 0.1: scores that
+#: multiply in a predicted mask quality, SOLOv2's ``mask_quality``, run lower)
+SCORE_CANDIDATES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
 #: mask thresholds tried by :func:`choose_mask_threshold` per model family (SOLOv2's

@@ -19,6 +19,7 @@ from torchvision.ops import sigmoid_focal_loss
 __all__ = [
     "FLIPS",
     "assign_targets",
+    "binary_mask_iou",
     "check_flips",
     "center_of_mass",
     "center_regions",
@@ -137,6 +138,15 @@ def points_nms(heat: Tensor, kernel: int = 2) -> Tensor:
     hmax = F.max_pool2d(heat, kernel, stride=1, padding=1)
     keep = hmax[:, :, :-1, :-1] == heat
     return heat * keep
+
+
+def binary_mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of paired bool masks ``a[i]``, ``b[i]`` (``(N, H, W)`` each) -> ``(N,)`` float32
+    (0 where both are empty)."""
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    inter = (a & b).sum(1, dtype=torch.float32)
+    union = (a | b).sum(1, dtype=torch.float32)
+    return inter / union.clamp(min=1.0)
 
 
 # -- losses ---------------------------------------------------------------------------------

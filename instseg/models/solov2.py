@@ -8,16 +8,18 @@ Reading order, image -> masks:
     3. :class:`SOLOv2Head` (:mod:`solov2_heads`): per level, features (+2 CoordConv
        channels) resized to an ``S x S`` grid (or fixed-size cells: ``grid_canvas``,
        :meth:`SOLOv2.grid_shapes`);
-       a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
+       a category branch gives ``(B, K, S, S)`` class logits (``K + 1`` with ``mask_quality``:
+       a learned mask-IoU logit per cell, from the kernel branch), a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
        :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
        ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
-    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses;
+    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ BCE of
+       the quality logits against the masks' own IoUs);
        inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
-       min-area filter, rescoring, Matrix NMS, upsample to the original size); flip TTA
-       (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
+       min-area filter, rescoring x the predicted quality, Matrix NMS, upsample to the original
+       size); flip TTA (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -98,6 +100,8 @@ class SOLOv2(nn.Module):
         mask_stride: int = 4,
         point_nms: bool = True,
         tta: str = "none",
+        mask_quality: bool = False,
+        quality_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
@@ -110,9 +114,14 @@ class SOLOv2(nn.Module):
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
         self.position_prior = bool(position_prior)
         extra = solov2_prior.NUM_COEFS if self.position_prior else 0
+        # learned mask quality: an extra cate channel (the cell's predicted mask IoU), trained
+        # on positive cells against the detached IoU of their own masks, multiplied into the
+        # score at inference (Mask Scoring R-CNN's idea; the class score ranks masks poorly)
+        self.mask_quality, self.quality_loss_weight = bool(mask_quality), quality_loss_weight
         self.head = SOLOv2Head(
-            channels, num_classes, head_channels, stacked_convs, kernel_channels + extra
-        )
+            channels, num_classes, head_channels, stacked_convs, kernel_channels + extra,
+            quality=self.mask_quality,
+        )  # fmt: skip
         if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
             bias = self.head.kernel_pred.bias
             assert bias is not None
@@ -229,6 +238,16 @@ class SOLOv2(nn.Module):
         feat = torch.cat([mask_feat, mono[None].expand(b, -1, -1, -1)], 1)
         return torch.cat([kernels[..., :e], coefs], -1), feat
 
+    def cell_scores(self, probs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """Per-level cate probabilities ``(B, K[+1], S, S)`` -> class scores ``(B, C, K)``
+        (2x2 point NMS when ``point_nms``) and, with ``mask_quality``, the cells' predicted
+        mask IoUs ``(B, C)`` (else ``None``)."""
+        k = self.num_classes
+        cls = [ops.points_nms(p[:, :k]) if self.point_nms else p[:, :k] for p in probs]
+        if not self.mask_quality:
+            return self._flatten(cls), None
+        return self._flatten(cls), self._flatten([p[:, k:] for p in probs])[..., 0]
+
     def _flatten(self, preds: list[Tensor]) -> Tensor:
         """Per-level ``(B, C, S, S)`` -> ``(B, sum S^2, C)`` (cell index ``r * S + c``)."""
         return torch.cat(
@@ -279,15 +298,19 @@ class SOLOv2(nn.Module):
 
     def losses(self, images: list[Tensor], targets: list[Instances]) -> dict[str, Tensor]:
         """``{"loss_cate", "loss_mask"}`` scalars: focal loss over all cells / (positives + 1),
-        Dice loss averaged over positive cells. Crowd objects only mark ignored cells."""
+        Dice loss averaged over positive cells; with ``mask_quality`` also ``"loss_quality"``:
+        BCE of the quality logits of positive cells against their masks' IoU (at 0.5, mask
+        scale, no gradient through the IoU). Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
         batch, sizes = self._preprocess(images, train=True)
         cates, kernels, mask_feat = self._forward(batch)
         cate_flat = self._flatten(cates)
+        quality = cate_flat[..., self.num_classes] if self.mask_quality else None
+        cate_flat = cate_flat[..., : self.num_classes]
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         padded = (batch.shape[-2], batch.shape[-1])
-        labels, dice = [], []
+        labels, dice, q_logits, q_targets = [], [], [], []
         for b, (target, size) in enumerate(zip(targets, sizes)):
             cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
             labels.append(cell_labels)
@@ -296,6 +319,10 @@ class SOLOv2(nn.Module):
                 logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
                 probs = torch.sigmoid(logits).view(-1, *mask_feat.shape[-2:])
                 dice.append(ops.dice_loss(probs, soft[cell_gt[pos]]))
+                if quality is not None:
+                    q_logits.append(quality[b][pos].float())
+                    hit = ops.binary_mask_iou(probs.detach() > 0.5, soft[cell_gt[pos]] > 0.5)
+                    q_targets.append(hit)
         all_labels = torch.cat(labels)
         num_pos = int(((all_labels >= 0) & (all_labels < self.num_classes)).sum())
         focal = ops.focal_loss(
@@ -306,7 +333,14 @@ class SOLOv2(nn.Module):
             loss_mask = self.mask_loss_weight * torch.cat(dice).mean()
         else:  # keep every head parameter in the graph
             loss_mask = 0.0 * (kernel_flat.sum() + mask_feat.sum())
-        return {"loss_cate": loss_cate, "loss_mask": loss_mask}
+        out = {"loss_cate": loss_cate, "loss_mask": loss_mask}
+        if quality is not None:
+            if q_logits:
+                bce = F.binary_cross_entropy_with_logits(torch.cat(q_logits), torch.cat(q_targets))
+                out["loss_quality"] = self.quality_loss_weight * bce
+            else:
+                out["loss_quality"] = 0.0 * quality.sum()
+        return out
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
@@ -340,14 +374,13 @@ class SOLOv2(nn.Module):
         model's device. Call under ``torch.no_grad()``; :meth:`predict` wraps it."""
         batch, sizes = self._preprocess(images)
         cates, kernels, mask_feat = self._forward(batch)
-        probs = [torch.sigmoid(c) for c in cates]
-        scores = self._flatten([ops.points_nms(p) for p in probs] if self.point_nms else probs)
+        scores, quality = self.cell_scores([torch.sigmoid(c) for c in cates])
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         strides = self.cell_strides((batch.shape[-2], batch.shape[-1]), batch.device)
         cfg = self.post_config()
         return [
             postprocess(scores[b], [kernel_flat[b]], [mask_feat[b]], strides, sizes[b],
-                        img.shape[-2:], cfg)  # one image: see solov2_post.postprocess
+                        img.shape[-2:], cfg, None if quality is None else quality[b])
             for b, img in enumerate(images)
         ]  # fmt: skip
 

@@ -86,12 +86,14 @@ def postprocess(
     size: tuple[int, int],
     orig_size: tuple[int, int] | torch.Size,
     cfg: PostConfig,
+    quality: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image: ``scores (C, K)`` (after the optional point NMS), per view ``kernels (C, E)``
     and ``mask_feats (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input; one view, or
     several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
     is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
-    ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
+    ``size`` and original ``orig_size`` ``(H, W)``, optional ``quality (C,)`` (predicted mask
+    IoUs, multiplied into the maskness rescoring) -> bool masks ``(N, H, W)`` in original
     pixels, their xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64,
     scores ``(N,)`` descending."""
     st = cfg.mask_stride
@@ -101,6 +103,8 @@ def postprocess(
     top_scores, cells, labels = select_cells(scores, cfg)
     kerns = [k[cells] for k in kernels]  # (M, E) per view
     binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg)
+    if quality is not None:
+        maskness = maskness * quality[cells]
     order, sc = matrix_nms_select(
         binary, area, maskness, top_scores, labels, cell_strides[cells], feats4[0].shape[-2:], cfg
     )

@@ -45,6 +45,7 @@ class ViewOutputs:
     """Network outputs of a batch under every view, in the unmirrored frame."""
 
     scores: Tensor  # (B, C, K) cell-class probabilities, mean over views (point NMS applied)
+    quality: Tensor | None  # (B, C) predicted mask IoUs, mean over views (mask_quality models)
     kernels: list[Tensor]  # per view (B, C, E'') kernel operands of each unmirrored cell
     feats: list[Tensor]  # per view (B, E'', h, w) mask operands, flipped back
     cell_strides: Tensor  # (C,) min-area filter per cell
@@ -91,8 +92,9 @@ def augmented_outputs(model: SOLOv2, images: list[Tensor], flips: str) -> ViewOu
         kernels.append(k)
         feats.append(f.contiguous())
     probs = [p / len(views) for p in prob_sum]
-    scores = model._flatten([ops.points_nms(p) for p in probs] if model.point_nms else probs)
-    return ViewOutputs(scores, kernels, feats, model.cell_strides(padded, batch.device), sizes)
+    scores, quality = model.cell_scores(probs)
+    strides = model.cell_strides(padded, batch.device)
+    return ViewOutputs(scores, quality, kernels, feats, strides, sizes)
 
 
 def postprocess_views(
@@ -102,7 +104,8 @@ def postprocess_views(
     network outputs can be post-processed under several thresholds without rerunning it)."""
     return [
         postprocess(out.scores[b], [k[b] for k in out.kernels], [f[b] for f in out.feats],
-                    out.cell_strides, out.sizes[b], img.shape[-2:], cfg)
+                    out.cell_strides, out.sizes[b], img.shape[-2:], cfg,
+                    None if out.quality is None else out.quality[b])
         for b, img in enumerate(images)
     ]  # fmt: skip
 

@@ -65,12 +65,13 @@ def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
     return SOLOv2(backbone, num_classes, **args)  # type: ignore[arg-type]
 
 
-#: the paper's model; the crop-training one (position prior, fixed 64 px-canvas cells); and
-#: that one with 1/2-scale mask features
+#: the paper's model; the crop-training one (position prior, fixed 64 px-canvas cells); that
+#: one with 1/2-scale mask features; and with a learned mask-quality score
 VARIANTS: dict[str, dict[str, object]] = {
     "plain": {},
     "prior_fixed_cells": {"position_prior": True, "grid_canvas": 64},
     "prior_half_scale": {"position_prior": True, "grid_canvas": 64, "mask_stride": 2},
+    "prior_quality": {"position_prior": True, "grid_canvas": 64, "mask_quality": True},
 }
 
 
@@ -221,20 +222,27 @@ def test_overfit_one_image_and_predict_in_original_coordinates(name: str) -> Non
     img, t = scene()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    first = last = 0.0
+    first = last = q_first = q_last = 0.0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and suffer on a busy CPU)
     try:
         for step in range(80):
-            loss = sum(model.losses([img], [t]).values())
+            terms = model.losses([img], [t])
             opt.zero_grad()
-            loss.backward()  # type: ignore[union-attr]
+            sum(terms.values()).backward()  # type: ignore[union-attr]
             opt.step()
-            first = float(loss.detach()) if step == 0 else first  # type: ignore[union-attr]
-            last = float(loss.detach())  # type: ignore[union-attr]
+            # the quality BCE's floor is its soft targets' entropy, not 0: checked apart
+            loss = float(terms["loss_cate"].detach() + terms["loss_mask"].detach())
+            first = loss if step == 0 else first
+            last = loss
+            if "loss_quality" in terms:
+                q_first = q_first if step else float(terms["loss_quality"].detach())
+                q_last = float(terms["loss_quality"].detach())
     finally:
         torch.set_num_threads(threads)
     assert last < first / 20, (first, last)
+    if model.mask_quality:
+        assert q_last < q_first, (q_first, q_last)
 
     model.eval()
     assert t.masks is not None

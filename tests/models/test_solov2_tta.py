@@ -60,6 +60,12 @@ def test_views_are_mirrored_back_and_averaged(name: str) -> None:
     torch.testing.assert_close(both.kernels[1], mirror.kernels[0][:, perm])
     torch.testing.assert_close(both.feats[1], mirror.feats[0].flip(-1))
     torch.testing.assert_close(both.kernels[0], own.kernels[0])
+    if "mask_quality" in VARIANTS[name]:  # the quality channel is mirrored and averaged too
+        assert both.quality is not None and own.quality is not None
+        assert mirror.quality is not None
+        torch.testing.assert_close(both.quality, (own.quality + mirror.quality[:, perm]) / 2)
+    else:
+        assert both.quality is None
     assert not torch.allclose(both.scores, own.scores)  # the view did change the scores
 
 

@@ -3,6 +3,8 @@
 - :class:`TrainingDataset` decodes image + masks (in the loader's workers) and applies the
   augmentation with torch's RNG seeded from ``(seed, epoch, index)``, so a sample's
   augmentation does not depend on the worker, the worker count, or where training resumed.
+  Loading in the main process (the CPU default), it keeps decoded samples in memory
+  (:mod:`instseg.data.cache`, masks cropped to their boxes, up to ``cache_bytes``).
 - :class:`ResumableSampler` is a ``DistributedSampler`` (one rank or many) whose order is a
   function of ``(seed, epoch)`` and that can start mid-epoch (exact ``--resume``).
 - :func:`collate` gives ``(list[Tensor (3, H, W) float32 in [0, 1]], list[Instances])``.
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from instseg.data.cache import DEFAULT_CACHE_BYTES, PackedSample, pack_sample, unpack_sample
 from instseg.data.dataset import InstanceDataset
 from instseg.errors import DataError
 from instseg.structures import Instances
@@ -66,15 +69,26 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class TrainingDataset(Dataset[tuple[torch.Tensor, Instances]]):
-    """Item ``i`` -> ``(image float32 (3, H, W) in [0, 1] RGB, Instances)`` (augmented)."""
+    """Item ``i`` -> ``(image float32 (3, H, W) in [0, 1] RGB, Instances)`` (augmented).
+
+    Decoded samples are kept in memory until they hold ``cache_bytes`` (0: no cache); only
+    outside loader workers, which are recreated every epoch.
+    """
 
     def __init__(
-        self, dataset: InstanceDataset, transform: Transform | None = None, seed: int = 0
+        self,
+        dataset: InstanceDataset,
+        transform: Transform | None = None,
+        seed: int = 0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, PackedSample] = {}
+        self._cached = 0  # bytes held
 
     def set_epoch(self, epoch: int) -> None:
         """Call before creating each epoch's iterator (workers copy the dataset then)."""
@@ -83,11 +97,23 @@ class TrainingDataset(Dataset[tuple[torch.Tensor, Instances]]):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Instances]:
+    def _load(self, index: int) -> tuple[np.ndarray, Instances]:
+        packed = self._cache.get(index)
+        if packed is not None:
+            return unpack_sample(packed)
         try:
             array, target = self.dataset[index]
         except DataError as exc:  # one clear line even when raised in a worker process
             raise WorkerDataError(exc.file, exc.item, exc.message) from None
+        if self._cached < self.cache_bytes and torch.utils.data.get_worker_info() is None:
+            packed = pack_sample(array, target)
+            if self._cached + packed.nbytes <= self.cache_bytes:
+                self._cache[index] = packed
+                self._cached += packed.nbytes
+        return array, target
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Instances]:
+        array, target = self._load(index)
         image = image_to_tensor(array)
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):

@@ -145,7 +145,9 @@ class TrainTransform:
             keep = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) >= self.cfg.min_area
             kept_masks = None
         else:
-            flat = new_masks.flatten(1)  # uint8 reductions: a bool count_nonzero is ~100x slower
+            # uint8 reductions (120 masks of 512 x 512, 2 threads: bool count_nonzero 93 ms,
+            # uint8 max 0.8 ms, uint8 sum 48 ms)
+            flat = new_masks.flatten(1)
             if self.cfg.min_area <= 1:
                 keep = flat.amax(1) > 0
             else:

@@ -11,12 +11,14 @@ Reading order, image -> masks:
        a category branch gives ``(B, K, S, S)`` class logits (``K + 1`` with ``mask_quality``:
        a learned mask-IoU logit per cell, from the kernel branch), a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
-       :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask).
+       :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask; +3
+       with ``center_votes``: the cell's object center and a sharpness).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
-       ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``).
+       ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``;
+       +2 channels with ``center_votes``: each pixel's offset to its object's center).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ BCE of
-       the quality logits against the masks' own IoUs);
+       the quality logits against the masks' own IoUs; + L1 of the center votes);
        inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
        min-area filter, rescoring x the predicted quality, Matrix NMS, upsample to the original
        size); flip TTA (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
@@ -102,6 +104,8 @@ class SOLOv2(nn.Module):
         tta: str = "none",
         mask_quality: bool = False,
         quality_loss_weight: float = 1.0,
+        center_votes: bool = False,
+        vote_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
@@ -114,6 +118,10 @@ class SOLOv2(nn.Module):
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
         self.position_prior = bool(position_prior)
         extra = solov2_prior.NUM_COEFS if self.position_prior else 0
+        # center votes: pixels vote for their object's center, cells predict theirs and a
+        # sharpness; the mask logit falls with the distance between the two (solov2_prior)
+        self.center_votes, self.vote_loss_weight = bool(center_votes), vote_loss_weight
+        extra += solov2_prior.NUM_VOTE_PARAMS if self.center_votes else 0
         # learned mask quality: an extra cate channel (the cell's predicted mask IoU), trained
         # on positive cells against the detached IoU of their own masks, multiplied into the
         # score at inference (Mask Scoring R-CNN's idea; the class score ranks masks poorly)
@@ -122,10 +130,12 @@ class SOLOv2(nn.Module):
             channels, num_classes, head_channels, stacked_convs, kernel_channels + extra,
             quality=self.mask_quality,
         )  # fmt: skip
+        bias = self.head.kernel_pred.bias
+        assert bias is not None
         if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
-            bias = self.head.kernel_pred.bias
-            assert bias is not None
             nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
+        if self.center_votes:  # a mild vote term at first (softplus(-1) = 0.31)
+            nn.init.constant_(bias[kernel_channels + extra - 3], -1.0)
         if mask_stride not in (2, 4):
             raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
         self.mask_stride = int(mask_stride)
@@ -133,7 +143,7 @@ class SOLOv2(nn.Module):
         if mask_stride == 2 and stem == 0:
             raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
         self.mask_head = MaskFeatureHead(
-            channels, mask_channels, kernel_channels, stem_channels=stem
+            channels, mask_channels, kernel_channels, stem_channels=stem, votes=self.center_votes
         )
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
@@ -153,11 +163,8 @@ class SOLOv2(nn.Module):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.cate_loss_weight, self.mask_loss_weight = cate_loss_weight, mask_loss_weight
         self.score_threshold, self.mask_threshold = score_threshold, mask_threshold
-        self.nms_pre, self.update_threshold, self.max_detections = (
-            nms_pre,
-            update_threshold,
-            max_detections,
-        )
+        self.nms_pre, self.update_threshold = nms_pre, update_threshold
+        self.max_detections = max_detections
         self.nms_kernel, self.nms_sigma = nms_kernel, nms_sigma
         # SOLO's 2x2 max filter on cell scores; off for crowded small objects, whose
         # neighbouring cells hold different objects (Matrix NMS removes duplicates anyway)
@@ -223,20 +230,18 @@ class SOLOv2(nn.Module):
 
     def _mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
         """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` (``h = Hp / mask_stride``)
-        -> the two sides of
-        the mask matmul: ``(B, C, E'')`` and ``(B, E'', h, w)`` (with the position prior,
-        ``E'' = E + 6``: :func:`solov2_prior.expand` coefficients and monomial channels)."""
-        if not self.position_prior:
+        (``E + 2`` channels with ``center_votes``) -> the two sides of the mask matmul:
+        ``(B, C, E'')`` and ``(B, E'', h, w)`` (the position prior adds 6:
+        :func:`solov2_prior.expand` coefficients and monomial channels; center votes 4:
+        :func:`solov2_prior.expand_votes` and :func:`solov2_prior.vote_channels`)."""
+        if not (self.position_prior or self.center_votes):
             return kernels, mask_feat
-        b, e, fh, fw = mask_feat.shape
+        fh, fw = mask_feat.shape[-2:]
         padded = (self.mask_stride * fh, self.mask_stride * fw)
-        centers, units = solov2_prior.cell_geometry(
-            self.grid_shapes(padded), self.prior_units, padded, mask_feat.device
-        )
-        coefs = solov2_prior.expand(kernels[..., e:], centers, units).to(kernels.dtype)
-        mono = solov2_prior.monomials(fh, fw, self.mask_stride, mask_feat.device, mask_feat.dtype)
-        feat = torch.cat([mask_feat, mono[None].expand(b, -1, -1, -1)], 1)
-        return torch.cat([kernels[..., :e], coefs], -1), feat
+        return solov2_prior.mask_operands(
+            kernels, mask_feat, self.grid_shapes(padded), self.prior_units, self.mask_stride,
+            self.position_prior, self.center_votes,
+        )  # fmt: skip
 
     def cell_scores(self, probs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Per-level cate probabilities ``(B, K[+1], S, S)`` -> class scores ``(B, C, K)``
@@ -300,7 +305,9 @@ class SOLOv2(nn.Module):
         """``{"loss_cate", "loss_mask"}`` scalars: focal loss over all cells / (positives + 1),
         Dice loss averaged over positive cells; with ``mask_quality`` also ``"loss_quality"``:
         BCE of the quality logits of positive cells against their masks' IoU (at 0.5, mask
-        scale, no gradient through the IoU). Crowd objects only mark ignored cells."""
+        scale, no gradient through the IoU); with ``center_votes`` ``"loss_vote"``: L1 of the
+        predicted center offsets on foreground pixels (:func:`solov2_prior.vote_targets`).
+        Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
         batch, sizes = self._preprocess(images, train=True)
@@ -308,12 +315,19 @@ class SOLOv2(nn.Module):
         cate_flat = self._flatten(cates)
         quality = cate_flat[..., self.num_classes] if self.mask_quality else None
         cate_flat = cate_flat[..., : self.num_classes]
+        votes = mask_feat[:, -2:] if self.center_votes else None
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         padded = (batch.shape[-2], batch.shape[-1])
         labels, dice, q_logits, q_targets = [], [], [], []
+        vote_sum, vote_pixels = batch.new_zeros(()), 0
         for b, (target, size) in enumerate(zip(targets, sizes)):
             cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
             labels.append(cell_labels)
+            if votes is not None:
+                v_sum, v_pixels = solov2_prior.vote_l1(
+                    votes[b], soft, self.mask_stride, self.prior_units[0]
+                )
+                vote_sum, vote_pixels = vote_sum + v_sum, vote_pixels + v_pixels
             pos = cell_gt >= 0
             if bool(pos.any()):
                 logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
@@ -340,6 +354,9 @@ class SOLOv2(nn.Module):
                 out["loss_quality"] = self.quality_loss_weight * bce
             else:
                 out["loss_quality"] = 0.0 * quality.sum()
+        if votes is not None:  # mean L1 per foreground pixel (both offsets summed)
+            vote_sum = vote_sum + 0.0 * votes.sum()  # keeps the head in the graph
+            out["loss_vote"] = self.vote_loss_weight * vote_sum / max(vote_pixels, 1)
         return out
 
     # -- inference --------------------------------------------------------------------------

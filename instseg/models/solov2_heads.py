@@ -102,6 +102,8 @@ class MaskFeatureHead(nn.Module):
 
     With ``stem_channels`` (``mask_stride=2``), the sum is upsampled 2x and added to a
     conv+GN+ReLU of the backbone's stride-2 map before the 1x1: ``(B, E, H/2, W/2)``.
+    With ``votes``, a 3x3 conv on the fused features adds two linear channels (last): each
+    pixel's predicted offset to its object's center (:mod:`solov2_prior`) -> ``(B, E + 2, ...)``.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class MaskFeatureHead(nn.Module):
         out_channels: int = 128,
         num_levels: int = 4,
         stem_channels: int = 0,
+        votes: bool = False,
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList()
@@ -125,9 +128,13 @@ class MaskFeatureHead(nn.Module):
             self.levels.append(nn.Sequential(*steps))
         self.stem = conv_gn_relu(stem_channels, mid_channels) if stem_channels else None
         self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
+        self.vote = nn.Conv2d(mid_channels, 2, 3, padding=1) if votes else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
+        if self.vote is not None:  # votes start at the pixel itself (offset 0)
+            assert self.vote.bias is not None
+            nn.init.zeros_(self.vote.bias)
 
     def forward(self, feats: list[Tensor], stem: Tensor | None = None) -> Tensor:
         out = self.levels[0](feats[0])
@@ -142,4 +149,6 @@ class MaskFeatureHead(nn.Module):
                 raise ValueError("MaskFeatureHead with stem_channels needs the stem map")
             out = F.interpolate(out, size=stem.shape[-2:], mode="bilinear", align_corners=False)
             out = out + self.stem(stem)
+        if self.vote is not None:
+            return torch.cat([self.pred(out), self.vote(out)], 1)
         return self.pred(out)

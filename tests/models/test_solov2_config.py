@@ -41,9 +41,10 @@ def test_suggest_solov2_config_paper_and_nuclei() -> None:
     nuc_cpu = suggest_solov2_config(_stats((256, 256), 150, 10), cpu=True)
     assert nuc_cpu["input_scale"] == scale and 1.0 < nuc_cpu["train_input_scale"] < scale
     # small objects at a fixed scale: fixed-size cells on the typical training input side +
-    # the prior (laid out at the training scale)
+    # the prior (laid out at the training scale) and center votes
     side = 32 * int(np.ceil(256 * nuc_cpu["train_input_scale"] / 32))
     assert nuc_cpu["grid_canvas"] == side and nuc_cpu["position_prior"] is True
+    assert nuc_cpu["center_votes"] is True
     assert nuc_cpu["point_nms"] is False
     # min-area filter scaled with the level-0 object size (paper: 8 px at 1/4 scale for b = 96)
     base = nuc_cpu["scale_ranges"][0][1]
@@ -53,7 +54,7 @@ def test_suggest_solov2_config_paper_and_nuclei() -> None:
     assert "strides" not in coco
     assert coco["grid_canvas"] == 1056 and coco["position_prior"]  # 48 px objects, ~1033 px side
     big = suggest_solov2_config(_stats((400, 600), 3, 150), cpu=True)  # pedestrian-like
-    assert "position_prior" not in big and "point_nms" not in big
+    assert not {"position_prior", "center_votes", "point_nms"} & set(big)
     # the suggestions build a working model
     model = tiny_model(1, **nuc)
     out = model.losses([torch.rand(3, 32, 32)], [Instances((32, 32), masks=torch.zeros(0, 32, 32))])

@@ -15,7 +15,9 @@ only: ``input_scale``, ``point_nms``, ``strides`` (min-area filter), ``mask_thre
 ``nms_sigma`` ...), so a checkpoint trained with older defaults can be scored with new ones.
 
 Prints the share of objects owning a cell, positive-cell score quantiles, negative cells over
-0.5 per image, mask IoU / precision / recall at the best positive cell, the scores of plain
+0.5 per image, mask IoU / precision / recall at the best positive cell (and, for objects
+touching another vs isolated ones, that IoU and the share of the mask on other objects / on
+background), the resolution ceiling of the mask features, the scores of plain
 ``predict`` (``--input-scale`` overrides the model's) and F1@0.5 at score cut-offs 0.1-0.5.
 """
 
@@ -43,6 +45,7 @@ def diagnose(
     from instseg.engine.checkpoint import load_model
     from instseg.engine.evaluate import instances_to_coco
     from instseg.models.solov2 import SOLOv2
+    from instseg.models.solov2_post import paste_masks
 
     model, meta = load_model(checkpoint, device="cpu")
     if not isinstance(model, SOLOv2):
@@ -55,7 +58,9 @@ def diagnose(
     _, val = load_split(dataset)
     data = TrainingDataset(val)
     pos_scores, ious, precs, recs = [], [], [], []
+    touching, leaks, ceilings = [], [], []  # per owned object: touches another, leak shares
     n_obj = owned = neg_high = 0
+    cfg = model.post_config()
     for i in range(len(val)):
         img, target = data[i]
         batch, sizes = model._preprocess([img])
@@ -68,15 +73,24 @@ def diagnose(
         owned += int(gt[pos].unique().numel())
         pos_scores.append(scores[pos])
         neg_high += int((scores[labels == model.num_classes] > 0.5).sum())
+        assert target.masks is not None
+        touch, owner = _touching(target.masks), _owner(soft > 0.5)
         for j in gt[pos].unique().tolist():
             cells = torch.nonzero(gt == j).reshape(-1)
             c = cells[scores[cells].argmax()]
             m = torch.sigmoid(kern[0, c] @ feat[0].flatten(1)).view(feat.shape[-2:]) > 0.5
             g = soft[j] > 0.5
-            inter = float((m & g).sum())
+            inter, area = float((m & g).sum()), max(float(m.sum()), 1.0)
             ious.append(inter / max(float((m | g).sum()), 1.0))
-            precs.append(inter / max(float(m.sum()), 1.0))
+            precs.append(inter / area)
             recs.append(inter / max(float(g.sum()), 1.0))
+            touching.append(bool(touch[j]))
+            leaks.append((float((m & (owner > 0) & ~g).sum()) / area,
+                          float((m & (owner == 0)).sum()) / area))  # fmt: skip
+            # the resolution ceiling: the target itself pooled, then upsampled as predict does
+            up = paste_masks(soft[j : j + 1], sizes[0], target.image_size, cfg)[0]
+            full = target.masks[j]
+            ceilings.append(float((up & full).sum()) / max(float((up | full).sum()), 1.0))
     ps, iou = torch.cat(pos_scores), torch.tensor(ious)
     print(f"{len(val)} images, {n_obj} objects, {owned} own a grid cell")
     print(
@@ -91,6 +105,16 @@ def diagnose(
         f"{(iou > 0.5).float().mean():.3f}, > 0.75 {(iou > 0.75).float().mean():.3f}; "
         f"precision {sum(precs) / len(precs):.3f}, recall {sum(recs) / len(recs):.3f}"
     )
+    t, lk = torch.tensor(touching), torch.tensor(leaks).reshape(-1, 2)
+    print(f"resolution ceiling (target pooled and upsampled vs full mask): IoU mean "
+          f"{sum(ceilings) / len(ceilings):.3f}")  # fmt: skip
+    for name, sel in (("touching (within 2 px)", t), ("isolated", ~t)):
+        if bool(sel.any()):
+            print(
+                f"{name}: {int(sel.sum())} objects, best-cell IoU {iou[sel].mean():.3f}; share of "
+                f"its mask on other objects {lk[sel, 0].mean():.3f}, on background "
+                f"{lk[sel, 1].mean():.3f}"
+            )
     from instseg.engine.evaluate import predict_dataset
     from instseg.evaluation.matching_dataset import evaluate_coco_matching
 
@@ -118,6 +142,23 @@ def diagnose(
             results.extend(instances_to_coco(inst, val.images[i].id, cat_ids))
         shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
         print(f"tiled inference ({tile} px tiles, {overlap} px overlap): {shown}")
+
+
+def _touching(masks: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: mask ``j`` of ``(N, H, W)`` comes within 2 px of another mask."""
+    owner = _owner(masks)
+    near = torch.nn.functional.max_pool2d(masks.float()[None], 5, 1, 2)[0] > 0
+    ids = torch.arange(1, len(masks) + 1)[:, None, None]
+    return ((owner > 0) & (owner != ids) & near).flatten(1).any(1)
+
+
+def _owner(masks: torch.Tensor) -> torch.Tensor:
+    """``(H, W)`` int64: 1 + the index of the last mask of ``(N, H, W)`` covering a pixel,
+    0 on background."""
+    owner = torch.zeros(masks.shape[1:], dtype=torch.int64)
+    for j in range(len(masks)):
+        owner[masks[j]] = j + 1
+    return owner
 
 
 def main(argv: list[str] | None = None) -> int:

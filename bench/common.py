@@ -10,7 +10,8 @@
   chosen there; ``--no-tta`` skips it). "solov2" with F1: one more row, "solov2 + score
   cut-off", the plain predictions' F1 at the score cut-off chosen on every third training
   image (``score_cutoff_row``; ``--no-tta`` skips it too). ``--eval-only`` re-scores the
-  checkpoint an earlier run left in ``--out`` (writes ``results_eval_only.json``);
+  checkpoint an earlier run left in ``--out`` (writes ``results_eval_only.json``); ``--set
+  KEY=JSON`` sets a model attribute on every checkpoint before scoring (inference options);
 * scoring: segm AP / AP50 / AP75 (COCO, maxDets 100, our evaluator), AP at maxDets 1000, and
   F1 / precision / recall at IoU 0.5 of the detections scoring >= ``F1_SCORE_THRESHOLD``;
 * a plain table and a JSON file.
@@ -85,6 +86,24 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
         help="score the checkpoints of ours/solov2 that an earlier run left in --out (no training)",
     )  # fmt: skip
     p.add_argument("--solov2-args", default="", help="extra `instseg train` arguments of solov2")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON",
+        help="set a model attribute (value as JSON) on every checkpoint before scoring it",
+    )  # fmt: skip
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``["KEY=JSON", ...]`` (``--set``) -> ``{key: value}``; a bad item exits with its text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError("expected KEY=JSON")
+            out[key] = json.loads(value)
+        except ValueError as err:
+            raise SystemExit(f"--set {item!r}: {err}") from None
+    return out
 
 
 def parse_methods(text: str, known: Sequence[str]) -> list[str]:
@@ -166,15 +185,31 @@ def trained_info(out: Path) -> dict[str, Any]:
             "steps": int(ck["step"]), "checkpoint": str(path), "config": ck["config"]}  # fmt: skip
 
 
+#: model attributes set on every checkpoint this module loads for scoring (``--set
+#: KEY=JSON``: an inference option such as SOLOv2's ``mask_upsample``); empty by default
+INFERENCE_SETTINGS: dict[str, Any] = {}
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """``instseg.engine.checkpoint.load_model`` + :data:`INFERENCE_SETTINGS`."""
+    from instseg.engine.checkpoint import load_model
+
+    model, meta = load_model(path, device=device)
+    for key, value in INFERENCE_SETTINGS.items():
+        if not hasattr(model, key):
+            raise AttributeError(f"--set {key}: {type(model).__name__} has no such attribute")
+        setattr(model, key, value)
+    return model, meta
+
+
 def predict_checkpoint(
     path: Path, dataset: InstanceDataset, device: str = "cpu", **options: Any
 ) -> list[dict[str, Any]]:
     """COCO results of a trained instseg checkpoint on ``dataset`` (``options``: model
     attributes such as ``tta``, ``box_refine``, ``mask_threshold``)."""
-    from instseg.engine.checkpoint import load_model
     from instseg.engine.evaluate import predict_dataset
 
-    model, meta = load_model(path, device=device)
+    model, meta = load_checkpoint(path, device=device)
     for key, value in options.items():
         setattr(model, key, value)
     return predict_dataset(model, dataset, device=device, label_to_cat_id=meta.get("cat_ids"))
@@ -197,10 +232,9 @@ def tta_options(
         apply_inference_options,
         choose_thresholds,
     )
-    from instseg.engine.checkpoint import load_model
     from instseg.models.solov2 import SOLOv2
 
-    model, _ = load_model(path, device=device)
+    model, _ = load_checkpoint(path, device=device)
     options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h"}
     if not isinstance(model, SOLOv2):
         options["box_refine"] = 1
@@ -428,10 +462,9 @@ def score_cutoff_row(
     >= the cut-off with the best F1 on every third *training* image
     (``choose_score_threshold``) instead of the fixed ``F1_SCORE_THRESHOLD``; AP unchanged."""
     from instseg.engine.calibrate import choose_score_threshold
-    from instseg.engine.checkpoint import load_model
 
     t0 = time.perf_counter()
-    model, _ = load_model(path, device="cpu")
+    model, _ = load_checkpoint(path, device="cpu")
     calib = train_set.subset(list(range(0, len(train_set), 3)))
     cut, f1s = choose_score_threshold(model, calib)
     shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1s.items())
@@ -452,6 +485,8 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Split ``dataset``, run every method of ``args.methods`` in turn, print and save."""
     methods = parse_methods(args.methods, known)
+    INFERENCE_SETTINGS.clear()
+    INFERENCE_SETTINGS.update(parse_settings(args.set))
     set_threads(args.threads)
     train_set, val_set = load_split(dataset, args.data)
     if args.max_val:
@@ -465,7 +500,7 @@ def run_benchmark(
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
     meta = {"dataset": dataset, "n_train": len(train_set), "n_val": len(val_set),
             "val_image_ids": [r.id for r in val_set.images], "split": "split(0.2, seed=0)",
-            "minutes": args.minutes, "threads": args.threads,
+            "minutes": args.minutes, "threads": args.threads, "set": dict(INFERENCE_SETTINGS),
             "f1_score_threshold": F1_SCORE_THRESHOLD if f1 else None}  # fmt: skip
     name = "results_eval_only.json" if args.eval_only else "results.json"
     finish(Path(args.out), bench, rows, f1, meta, name)

@@ -35,6 +35,7 @@ from instseg.models import ops
 
 __all__ = [
     "CHUNK_PIXELS",
+    "UPSAMPLE_MODES",
     "PostConfig",
     "mean_probs",
     "matrix_nms_select",
@@ -61,6 +62,13 @@ class PostConfig:
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
     mask_stride: int = 4  # input pixels per mask-feature pixel (4 or 2)
+    #: how kept masks reach the original size: "bilinear" (probabilities, the paper) or
+    #: "logit_bicubic" (logits, bicubic: smoother contours of small objects)
+    mask_upsample: str = "bilinear"
+
+
+#: values of :attr:`PostConfig.mask_upsample`
+UPSAMPLE_MODES = ("bilinear", "logit_bicubic")
 
 
 def _tracing() -> bool:
@@ -227,16 +235,19 @@ def _upsample(
     out: Tensor | None = None,
 ) -> Tensor:
     """Soft masks ``(N, h', w')`` at stride ``s`` (cropped to the resized image) -> bool
-    ``(N, H, W)`` at the original size (into ``out`` if given), in one bilinear step: original
-    pixel ``(y + 0.5)`` samples the mask grid at ``(y + 0.5) * resized / (s * original)``, then
-    ``> mask_threshold`` (the paper's order: threshold after upsampling)."""
+    ``(N, H, W)`` at the original size (into ``out`` if given), in one interpolation step:
+    original pixel ``(y + 0.5)`` samples the mask grid at ``(y + 0.5) * resized / (s *
+    original)``, then ``> mask_threshold`` (the paper's order: threshold after upsampling).
+    ``cfg.mask_upsample``: bilinear on the probabilities, or bicubic on the logits (the same
+    threshold, as a logit)."""
+    x, threshold, mode = soft, cfg.mask_threshold, "bilinear"
+    if cfg.mask_upsample == "logit_bicubic":
+        p = soft.clamp(1e-6, 1.0 - 1e-6)
+        x, mode = torch.log(p) - torch.log1p(-p), "bicubic"
+        threshold = math.log(threshold / (1.0 - threshold))
     up = F.interpolate(
-        soft[:, None],
-        scale_factor=scale,
-        mode="bilinear",
-        align_corners=False,
-        recompute_scale_factor=False,
+        x[:, None], scale_factor=scale, mode=mode, align_corners=False, recompute_scale_factor=False
     )
     if out is None:
-        return up[:, 0, :h, :w] > cfg.mask_threshold
-    return torch.gt(up[:, 0, :h, :w], cfg.mask_threshold, out=out)
+        return up[:, 0, :h, :w] > threshold
+    return torch.gt(up[:, 0, :h, :w], threshold, out=out)

@@ -15,12 +15,10 @@ Reading order, image -> masks:
        with ``center_votes``: the cell's object center and a sharpness).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
        ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``;
-       +2 channels with ``semantic_maps``: foreground and contact probabilities; +2 with
-       ``center_votes``: each pixel's offset to its object's center).
+       +2 channels with ``center_votes``: each pixel's offset to its object's center).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ BCE of
-       the quality logits against the masks' own IoUs; + L1 of the center votes; + BCE of
-       the semantic maps);
+       the quality logits against the masks' own IoUs; + L1 of the center votes);
        inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
        min-area filter, rescoring x the predicted quality, Matrix NMS, upsample to the original
        size); flip TTA (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
@@ -108,8 +106,6 @@ class SOLOv2(nn.Module):
         quality_loss_weight: float = 1.0,
         center_votes: bool = False,
         vote_loss_weight: float = 1.0,
-        semantic_maps: bool = False,
-        semantic_loss_weight: float = 1.0,
         mask_upsample: str = "bilinear",
     ) -> None:
         super().__init__()
@@ -131,20 +127,16 @@ class SOLOv2(nn.Module):
         # on positive cells against the detached IoU of their own masks, multiplied into the
         # score at inference (Mask Scoring R-CNN's idea; the class score ranks masks poorly)
         self.mask_quality, self.quality_loss_weight = bool(mask_quality), quality_loss_weight
-        # semantic maps: foreground / contact probabilities as 2 more supervised feature
-        # channels (solov2_prior), weighted by 2 more kernel entries per cell
-        self.semantic_maps, self.semantic_loss_weight = bool(semantic_maps), semantic_loss_weight
-        e = kernel_channels + (2 if self.semantic_maps else 0)  # weights per cell kernel
         self.head = SOLOv2Head(
-            channels, num_classes, head_channels, stacked_convs, e + extra,
+            channels, num_classes, head_channels, stacked_convs, kernel_channels + extra,
             quality=self.mask_quality,
         )  # fmt: skip
         bias = self.head.kernel_pred.bias
         assert bias is not None
         if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
-            nn.init.constant_(bias[e : e + 2], -1.0)
+            nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
         if self.center_votes:  # a mild vote term at first (softplus(-1) = 0.31)
-            nn.init.constant_(bias[e + extra - 3], -1.0)
+            nn.init.constant_(bias[kernel_channels + extra - 3], -1.0)
         if mask_stride not in (2, 4):
             raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
         self.mask_stride = int(mask_stride)
@@ -152,9 +144,8 @@ class SOLOv2(nn.Module):
         if mask_stride == 2 and stem == 0:
             raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
         self.mask_head = MaskFeatureHead(
-            channels, mask_channels, kernel_channels,
-            stem_channels=stem, votes=self.center_votes, semantic=self.semantic_maps,
-        )  # fmt: skip
+            channels, mask_channels, kernel_channels, stem_channels=stem, votes=self.center_votes
+        )
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
         self.prior_units = solov2_prior.prior_units(self.scale_ranges)
@@ -319,9 +310,7 @@ class SOLOv2(nn.Module):
         Dice loss averaged over positive cells; with ``mask_quality`` also ``"loss_quality"``:
         BCE of the quality logits of positive cells against their masks' IoU (at 0.5, mask
         scale, no gradient through the IoU); with ``center_votes`` ``"loss_vote"``: L1 of the
-        predicted center offsets on foreground pixels (:func:`solov2_prior.vote_targets`); with
-        ``semantic_maps`` ``"loss_semantic"``: BCE of the foreground / contact maps
-        (:func:`solov2_prior.semantic_targets`).
+        predicted center offsets on foreground pixels (:func:`solov2_prior.vote_targets`).
         Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
@@ -331,12 +320,10 @@ class SOLOv2(nn.Module):
         quality = cate_flat[..., self.num_classes] if self.mask_quality else None
         cate_flat = cate_flat[..., : self.num_classes]
         votes = mask_feat[:, -2:] if self.center_votes else None
-        end = mask_feat.shape[1] - (2 if self.center_votes else 0)
-        sem = mask_feat[:, end - 2 : end] if self.semantic_maps else None
         kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
         padded = (batch.shape[-2], batch.shape[-1])
         labels, dice, q_logits, q_targets = [], [], [], []
-        vote_sum, vote_pixels, sem_sum = batch.new_zeros(()), 0, batch.new_zeros(())
+        vote_sum, vote_pixels = batch.new_zeros(()), 0
         for b, (target, size) in enumerate(zip(targets, sizes)):
             cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
             labels.append(cell_labels)
@@ -345,8 +332,6 @@ class SOLOv2(nn.Module):
                     votes[b], soft, self.mask_stride, self.prior_units[0]
                 )
                 vote_sum, vote_pixels = vote_sum + v_sum, vote_pixels + v_pixels
-            if sem is not None:
-                sem_sum = sem_sum + solov2_prior.semantic_bce(sem[b], soft)
             pos = cell_gt >= 0
             if bool(pos.any()):
                 logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
@@ -376,8 +361,6 @@ class SOLOv2(nn.Module):
         if votes is not None:  # mean L1 per foreground pixel (both offsets summed)
             vote_sum = vote_sum + 0.0 * votes.sum()  # keeps the head in the graph
             out["loss_vote"] = self.vote_loss_weight * vote_sum / max(vote_pixels, 1)
-        if sem is not None:  # BCE per pixel, both maps summed, averaged over images
-            out["loss_semantic"] = self.semantic_loss_weight * sem_sum / len(targets)
         return out
 
     # -- inference --------------------------------------------------------------------------

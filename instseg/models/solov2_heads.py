@@ -102,11 +102,8 @@ class MaskFeatureHead(nn.Module):
 
     With ``stem_channels`` (``mask_stride=2``), the sum is upsampled 2x and added to a
     conv+GN+ReLU of the backbone's stride-2 map before the 1x1: ``(B, E, H/2, W/2)``.
-    With ``semantic``, a 3x3 conv on the fused features adds two sigmoid channels (after the
-    E): the probability that a pixel is foreground, and that it lies where two objects meet
-    (:func:`solov2_prior.semantic_targets`) -> ``(B, E + 2, ...)``. With ``votes``, a 3x3 conv
-    adds two linear channels (last): each pixel's predicted offset to its object's center
-    (:mod:`solov2_prior`) -> ``(B, E [+2] + 2, ...)``.
+    With ``votes``, a 3x3 conv on the fused features adds two linear channels (last): each
+    pixel's predicted offset to its object's center (:mod:`solov2_prior`) -> ``(B, E + 2, ...)``.
     """
 
     def __init__(
@@ -117,7 +114,6 @@ class MaskFeatureHead(nn.Module):
         num_levels: int = 4,
         stem_channels: int = 0,
         votes: bool = False,
-        semantic: bool = False,
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList()
@@ -132,7 +128,6 @@ class MaskFeatureHead(nn.Module):
             self.levels.append(nn.Sequential(*steps))
         self.stem = conv_gn_relu(stem_channels, mid_channels) if stem_channels else None
         self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
-        self.semantic = nn.Conv2d(mid_channels, 2, 3, padding=1) if semantic else None
         self.vote = nn.Conv2d(mid_channels, 2, 3, padding=1) if votes else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -154,9 +149,6 @@ class MaskFeatureHead(nn.Module):
                 raise ValueError("MaskFeatureHead with stem_channels needs the stem map")
             out = F.interpolate(out, size=stem.shape[-2:], mode="bilinear", align_corners=False)
             out = out + self.stem(stem)
-        parts = [self.pred(out)]
-        if self.semantic is not None:
-            parts.append(torch.sigmoid(self.semantic(out)))
         if self.vote is not None:
-            parts.append(self.vote(out))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            return torch.cat([self.pred(out), self.vote(out)], 1)
+        return self.pred(out)

@@ -31,12 +31,6 @@ vote for another center (the 1x1 kernel alone leaks into neighbours: on DSB nucl
 best cell's mask pixels of touching nuclei lay on the neighbour). It is linear in the four
 channels ``(|v|^2, v_x, v_y, 1)``, so a mask is still one matmul.
 
-Semantic maps (``semantic_maps``, optional): two more mask-feature channels, supervised at
-every pixel (BCE): the probability of foreground and of a contact, a pixel shared by two
-objects at the mask-feature scale. They enter the matmul as ordinary feature channels with
-weights from each cell's kernel (so a mask can cut itself at contacts); the point is the dense
-supervision, which the Dice loss through positive cells alone gives only slowly.
-
 Coordinates are input pixels divided by ``REF`` (keeps the monomials near 1 in fp32);
 feature pixel ``(i, j)`` of mask features at stride ``s`` has center ``s (i + 0.5, j + 0.5)``.
 """
@@ -59,8 +53,6 @@ __all__ = [
     "mask_operands",
     "monomials",
     "prior_units",
-    "semantic_bce",
-    "semantic_targets",
     "vote_channels",
     "vote_l1",
     "vote_targets",
@@ -214,23 +206,3 @@ def mask_operands(
         ks.append(expand_votes(kernels[..., k:], centers, cell_units))
         fs.append(vote_channels(vote_map, stride, units[0]))
     return torch.cat([x.to(kernels.dtype) for x in ks], -1), torch.cat(fs, 1)
-
-
-def semantic_targets(soft: Tensor, contact: float = 0.05) -> Tensor:
-    """Soft target masks ``(N, fh, fw)`` (pixel area fractions) -> targets ``(2, fh, fw)`` in
-    [0, 1]: foreground (the summed fractions, at most 1) and contact (1 where the second
-    largest fraction exceeds ``contact``: two objects share the pixel)."""
-    n, fh, fw = soft.shape
-    fg = soft.sum(0).clamp(max=1.0) if n else soft.new_zeros(fh, fw)
-    if n < 2:
-        return torch.stack([fg, torch.zeros_like(fg)])
-    second = soft.topk(2, dim=0).values[1]
-    return torch.stack([fg, (second > contact).to(soft.dtype)])
-
-
-def semantic_bce(maps: Tensor, soft: Tensor) -> Tensor:
-    """One image's predicted probabilities ``(2, fh, fw)`` and soft target masks
-    ``(N, fh, fw)`` -> the BCE summed over both maps, averaged over pixels."""
-    target = semantic_targets(soft)
-    p = maps.float().clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(p, target, reduction="none").sum(0).mean()

@@ -67,15 +67,15 @@ def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
 
 #: the paper's model; the crop-training one (position prior, fixed 64 px-canvas cells); that
 #: one with 1/2-scale mask features; with a learned mask-quality score; with center votes
-#: (and semantic maps, logit-bicubic upsampling)
+#: (and logit-bicubic mask upsampling)
 VARIANTS: dict[str, dict[str, object]] = {
     "plain": {},
     "prior_fixed_cells": {"position_prior": True, "grid_canvas": 64},
     "prior_half_scale": {"position_prior": True, "grid_canvas": 64, "mask_stride": 2},
     "prior_quality": {"position_prior": True, "grid_canvas": 64, "mask_quality": True},
     "prior_votes": {"position_prior": True, "grid_canvas": 64, "center_votes": True},
-    "prior_votes_semantic": {
-        "position_prior": True, "grid_canvas": 64, "center_votes": True, "semantic_maps": True,
+    "prior_votes_bicubic": {
+        "position_prior": True, "grid_canvas": 64, "center_votes": True,
         "mask_upsample": "logit_bicubic",
     },
 }

@@ -24,7 +24,6 @@ background), the resolution ceiling of the mask features, the scores of plain
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import load_split, score  # noqa: E402
+from bench.common import load_split, parse_settings, score  # noqa: E402
 from instseg.structures import Instances  # noqa: E402
 
 
@@ -175,15 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings: dict[str, object] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set {item!r}: expected KEY=JSON")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError as err:
-            p.error(f"--set {item!r}: value is not JSON ({err})")
+    settings = parse_settings(args.set)
     if args.input_scale is not None:
         settings["input_scale"] = args.input_scale
     diagnose(args.checkpoint, args.dataset, args.tile, args.overlap, settings)

@@ -223,10 +223,12 @@ def tta_options(
     score_cutoff: bool = False,
 ) -> dict[str, Any]:
     """The '+ TTA' inference of a checkpoint: the flips it trained with (``hv`` for
-    ``--augment microscopy``, else ``h``), for Mask R-CNN one box refinement pass, and the
+    ``--augment microscopy``, else ``h``; SOLOv2 after ``microscopy_d4`` also the transposes:
+    ``hvt``), for Mask R-CNN one box refinement pass, and the
     mask threshold chosen on every third *training* image (``choose_thresholds``); with
     ``score_cutoff``, also the F1-best score cut-off on the same images at that threshold, as
     ``"f1_score_threshold"`` (not a model attribute)."""
+    from instseg.data.transforms import PRESETS
     from instseg.engine.calibrate import (
         SCORE_CANDIDATES,
         apply_inference_options,
@@ -235,7 +237,11 @@ def tta_options(
     from instseg.models.solov2 import SOLOv2
 
     model, _ = load_checkpoint(path, device=device)
-    options: dict[str, Any] = {"tta": "hv" if augment == "microscopy" else "h"}
+    preset = PRESETS[augment]
+    views = "hv" if preset.vflip else "h"
+    if preset.transpose and isinstance(model, SOLOv2):  # Mask R-CNN TTA only flips
+        views = "hvt"
+    options: dict[str, Any] = {"tta": views}
     if not isinstance(model, SOLOv2):
         options["box_refine"] = 1
     apply_inference_options(model, **options)

@@ -56,11 +56,12 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """``--tta --box-refine --mask-threshold --calibrate`` (see ``engine.calibrate``)."""
     g = p.add_argument_group("inference options (Mask R-CNN; --tta, --calibrate also SOLOv2)")
     g.add_argument(
-        "--tta", default=None, choices=("none", "h", "v", "hv"),
+        "--tta", default=None, choices=("none", "h", "v", "hv", "hvt"),
         help="flip test-time augmentation: each detection's score, box and mask (SOLOv2: each "
         "grid cell's score and mask) averaged over the image and its mirror images (h "
         "horizontal, v vertical, hv both; use the flips the model trained with: hv after "
-        "--augment microscopy, h otherwise); 2-4x slower",
+        "--augment microscopy, h otherwise; SOLOv2 only: hvt = hv and each transposed, after "
+        "--augment microscopy_d4); 2-8x slower",
     )  # fmt: skip
     g.add_argument(
         "--box-refine", type=int, default=None, metavar="N",

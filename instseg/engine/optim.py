@@ -33,8 +33,10 @@ def build_optimizer(
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+    if name == "adamw":  # fused: one kernel for all tensors (CPU: ~4 ms instead of ~11 ms a
+        # step for the light SOLOv2's 231 tensors, bench/README.md)
+        fused = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 

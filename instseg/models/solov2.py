@@ -21,7 +21,8 @@ Reading order, image -> masks:
        the quality logits against the masks' own IoUs; + L1 of the center votes);
        inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
        min-area filter, rescoring x the predicted quality, Matrix NMS, upsample to the original
-       size); flip TTA (``tta``) averages mirrored views cell by cell (:mod:`solov2_tta`).
+       size); flip (and transpose) TTA (``tta``) averages the views cell by cell
+       (:mod:`solov2_tta`).
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instseg.models import ops, solov2_prior
+from instseg.models import ops, solov2_prior, solov2_targets
 from instseg.models.solov2_heads import MaskFeatureHead, SOLOv2Head
 from instseg.models.solov2_post import UPSAMPLE_MODES, PostConfig, postprocess
 from instseg.structures import Instances
@@ -173,8 +174,8 @@ class SOLOv2(nn.Module):
         # SOLO's 2x2 max filter on cell scores; off for crowded small objects, whose
         # neighbouring cells hold different objects (Matrix NMS removes duplicates anyway)
         self.point_nms = bool(point_nms)
-        ops.check_flips(tta)
-        self.tta = tta  # flip TTA views in predict (solov2_tta); detect never flips
+        ops.check_views(tta)
+        self.tta = tta  # flip / transpose TTA views in predict (solov2_tta); detect never does
         # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
         self.channels_last = channels_last
         if channels_last:
@@ -275,18 +276,15 @@ class SOLOv2(nn.Module):
         n = len(target)
         if target.masks is None and n > 0:
             raise ValueError("SOLOv2 needs instance masks in its targets")
-        # masks resized like the image, padded, pooled to 1/s; in chunks to bound memory
-        st = self.mask_stride
-        soft = torch.zeros(n, padded[0] // st, padded[1] // st, device=device)
-        centers = torch.zeros(n, 2, device=device)
-        for k in range(0, n, 32):
-            assert target.masks is not None
-            m = target.masks[k : k + 32].to(device, torch.float32)
-            if (h, w) != size:
-                m = F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0]
-            centers[k : k + 32] = ops.center_of_mass(m)
-            m = F.pad(m, (0, padded[1] - size[1], 0, padded[0] - size[0]))
-            soft[k : k + 32] = F.avg_pool2d(m[None], st)[0]
+        masks = target.masks if target.masks is not None else torch.zeros(0, h, w, dtype=torch.bool)
+        # masks resized like the image, padded, pooled to 1/s (solov2_targets); on a CPU
+        # inside each object's box, on an accelerator all at full size
+        if device.type == "cpu":
+            soft, centers = solov2_targets.soft_masks(masks, size, padded, self.mask_stride)
+        else:
+            soft, centers = solov2_targets.soft_masks_dense(
+                masks.to(device), size, padded, self.mask_stride
+            )
         sy, sx = size[0] / h, size[1] / w
         boxes = target.boxes.to(device) * torch.tensor([sx, sy, sx, sy], device=device)
         box_centers = torch.stack([boxes[:, 1] + boxes[:, 3], boxes[:, 0] + boxes[:, 2]], 1) / 2
@@ -368,7 +366,7 @@ class SOLOv2(nn.Module):
     def predict(self, images: list[Tensor]) -> list[Instances]:
         """One :class:`Instances` per image in its original coordinates (bool masks
         ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending). With ``tta``
-        set (``"h" "v" "hv"``), flip TTA (:mod:`solov2_tta`)."""
+        set (``"h" "v" "hv" "hvt"``), flip / transpose TTA (:mod:`solov2_tta`)."""
         if self.tta != "none":
             from instseg.models.solov2_tta import detect_augmented
 

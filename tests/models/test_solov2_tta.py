@@ -15,7 +15,13 @@ from instseg.engine.calibrate import (
     choose_score_threshold,
     choose_thresholds,
 )
-from instseg.models.solov2_tta import augmented_outputs, detect_augmented, mirror_cells
+from instseg.models import ops
+from instseg.models.solov2_tta import (
+    augmented_outputs,
+    detect_augmented,
+    mirror_cells,
+    view_cells,
+)
 from tests.engine import check_calibration_against_predictions, make_shapes_dataset
 from tests.models.test_solov2 import VARIANTS, tiny_model
 
@@ -31,6 +37,51 @@ def test_mirror_cells_maps_each_cell_to_its_mirror() -> None:
     for fx, fy in ((True, False), (False, True), (True, True)):
         perm = mirror_cells(shapes, fx, fy, cpu)
         assert torch.equal(perm[perm], torch.arange(8))  # its own inverse
+
+
+def test_view_cells_transpose_the_grids() -> None:
+    """A transposed view's level has ``cols x rows`` cells; cell ``(r, c)`` is its ``(c, r)``."""
+    shapes, cpu = [(2, 3), (1, 2)], torch.device("cpu")
+    assert view_cells(shapes, False, False, True, cpu).tolist() == [0, 2, 4, 1, 3, 5, 6, 7]
+    # flipped along x, then transposed: (r, c) -> (cols - 1 - c, r) of a (cols, rows) grid
+    assert view_cells(shapes, True, False, True, cpu).tolist() == [4, 2, 0, 5, 3, 1, 7, 6]
+    for fx, fy in ((False, False), (True, False), (False, True), (True, True)):
+        assert sorted(view_cells(shapes, fx, fy, True, cpu).tolist()) == list(range(8))
+    views = ops.check_views("hvt")
+    assert len(set(views)) == 8 and ops.check_views("hv") == tuple(
+        (fx, fy, False) for fx, fy in ops.FLIPS["hv"]
+    )
+    with pytest.raises(ValueError, match="hvt"):
+        ops.check_views("t")
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_transposed_view_is_mapped_back(name: str) -> None:
+    """The 5th ``hvt`` view (transpose alone) is the model run on the transposed image with
+    its cells re-indexed and its mask operands transposed back."""
+    model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
+    img = torch.rand(3, 64, 96)
+    all8 = augmented_outputs(model, [img], "hvt")
+    tr = augmented_outputs(model, [img.transpose(-2, -1)], "none")
+    perm = view_cells(model.grid_shapes((64, 96)), False, False, True, img.device)
+    assert len(all8.kernels) == 8
+    torch.testing.assert_close(all8.kernels[4], tr.kernels[0][:, perm])
+    torch.testing.assert_close(all8.feats[4], tr.feats[0].transpose(-2, -1))
+
+
+@pytest.mark.parametrize("name", ["plain", "prior_votes"])
+def test_hvt_tta_is_transpose_equivariant(name: str) -> None:
+    """``hvt`` is closed under the transpose: the detections of the transposed image are the
+    transposed detections."""
+    model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
+    img = torch.rand(3, 64, 96)
+    with torch.no_grad():
+        a = detect_augmented(model, [img], "hvt")[0]
+        b = detect_augmented(model, [img.transpose(-2, -1).contiguous()], "hvt")[0]
+    assert len(a[3]) == len(b[3]) > 5
+    torch.testing.assert_close(a[3], b[3])
+    assert (b[0] == a[0].transpose(-2, -1)).float().mean() > 0.999
+    torch.testing.assert_close(b[1], a[1][:, [1, 0, 3, 2]])
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -224,6 +224,11 @@ def apply_inference_options(
         raise InstsegError(f"--box-refine: Mask R-CNN models only, got {name}")
     if (tta is not None or calibrate) and not isinstance(model, (MaskRCNN, SOLOv2)):
         raise InstsegError(f"--tta/--calibrate: Mask R-CNN or SOLOv2 models only, got {name}")
+    if tta is not None and not isinstance(model, SOLOv2):
+        from instseg.models.ops import TRANSPOSED
+
+        if tta in TRANSPOSED:
+            raise InstsegError(f"--tta {tta}: transposed views are SOLOv2-only, got {name}")
     if box_refine is not None and box_refine < 0:
         raise InstsegError(f"--box-refine must be >= 0, got {box_refine}")
     if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:

@@ -118,6 +118,8 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
         apply_inference_options(model, box_refine=-1)
     with pytest.raises(InstsegError, match="--mask-threshold"):
         apply_inference_options(model, mask_threshold=1.5)
+    with pytest.raises(InstsegError, match="--tta hvt: transposed views are SOLOv2-only"):
+        apply_inference_options(model, tta="hvt")
     from instseg.models.zoo import build_model
 
     solo = build_model("solov2_light_r18", 1)
@@ -125,6 +127,8 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
         apply_inference_options(solo, box_refine=1)
     apply_inference_options(solo, tta="h")  # SOLOv2 has flip TTA (solov2_tta)
     assert solo.tta == "h"
+    apply_inference_options(solo, tta="hvt")  # ... and transposed views
+    assert solo.tta == "hvt"
 
 
 def test_calibration_scores_equal_full_predictions(model: MaskRCNN, nuclei: InstanceDataset) -> None:

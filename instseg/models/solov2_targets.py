@@ -42,15 +42,24 @@ def bilinear_weights(n_in: int, n_out: int) -> Tensor:
     return w
 
 
+def _resize(n_in: int, n_out: int) -> Tensor:
+    """:func:`bilinear_weights`, or the identity when the sizes are equal."""
+    return torch.eye(n_in) if n_in == n_out else bilinear_weights(n_in, n_out)
+
+
+def _pool(n_size: int, n_padded: int, stride: int) -> Tensor:
+    """``(n_padded // stride, n_size)``: zero-pad to ``n_padded``, average-pool by ``stride``."""
+    pool = torch.zeros(n_padded // stride, n_size)
+    cols = torch.arange(n_size)
+    cols = cols[cols // stride < pool.shape[0]]  # avg_pool drops a remainder < stride
+    pool[cols // stride, cols] = 1.0 / stride
+    return pool
+
+
 def axis_weights(n_in: int, n_size: int, n_padded: int, stride: int) -> Tensor:
     """``(n_padded // stride, n_in)``: resize ``n_in -> n_size`` (:func:`bilinear_weights`,
     the identity when equal), zero-pad to ``n_padded``, average-pool by ``stride``."""
-    resize = torch.eye(n_in) if n_in == n_size else bilinear_weights(n_in, n_size)
-    pool = torch.zeros(n_padded // stride, n_size)
-    out = torch.arange(n_size) // stride
-    keep = out < pool.shape[0]
-    pool[out[keep], torch.arange(n_size)[keep]] = 1.0 / stride
-    return pool @ resize
+    return _pool(n_size, n_padded, stride) @ _resize(n_in, n_size)
 
 
 def _bands(weights: Tensor) -> tuple[list[int], list[int]]:
@@ -73,15 +82,13 @@ def soft_masks(
     input pixels (pixel centers at ``+0.5``; NaN for an empty mask); on ``masks``' device."""
     n, h, w = masks.shape
     device = masks.device
-    ay = axis_weights(h, size[0], padded[0], stride)
-    ax = axis_weights(w, size[1], padded[1], stride)
-    soft = torch.zeros(n, ay.shape[0], ax.shape[0])
+    soft = torch.zeros(n, padded[0] // stride, padded[1] // stride)
     centers = torch.full((n, 2), float("nan"))
     if n == 0:
         return soft.to(device), centers.to(device)
+    ry, rx = _resize(h, size[0]), _resize(w, size[1])
+    ay, ax = _pool(size[0], padded[0], stride) @ ry, _pool(size[1], padded[1], stride) @ rx
     # resized-mask sums along an axis: (total, position-weighted) of each input row / column
-    ry = torch.eye(h) if h == size[0] else bilinear_weights(h, size[0])
-    rx = torch.eye(w) if w == size[1] else bilinear_weights(w, size[1])
     ys = torch.arange(size[0], dtype=torch.float32) + 0.5
     xs = torch.arange(size[1], dtype=torch.float32) + 0.5
     moments_y = torch.stack([ry.sum(0), ys @ ry])  # (2, h)

@@ -109,7 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PX",
         help="train on random crops of about PX x PX model-input pixels (0: whole images; "
-        "default: 512 for fixed-scale models, see instseg.models.autoconfig.training_crop)",
+        "default: 512 for fixed-scale models, 320 for SOLOv2 on small objects; see "
+        "instseg.models.autoconfig.training_crop)",
     )
     p.add_argument(
         "--eval-every",

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.models import ops, solov2_prior, solov2_targets
+from instseg.models.dice import dice_loss_logits
 from instseg.models.solov2_heads import MaskFeatureHead, SOLOv2Head
 from instseg.models.solov2_post import UPSAMPLE_MODES, PostConfig, postprocess
 from instseg.structures import Instances
@@ -333,11 +334,11 @@ class SOLOv2(nn.Module):
             pos = cell_gt >= 0
             if bool(pos.any()):
                 logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
-                probs = torch.sigmoid(logits).view(-1, *mask_feat.shape[-2:])
-                dice.append(ops.dice_loss(probs, soft[cell_gt[pos]]))
+                dice.append(dice_loss_logits(logits, soft, cell_gt[pos]))
                 if quality is not None:
                     q_logits.append(quality[b][pos].float())
-                    hit = ops.binary_mask_iou(probs.detach() > 0.5, soft[cell_gt[pos]] > 0.5)
+                    fg = (logits.detach() > 0).view(-1, *mask_feat.shape[-2:])  # p > 0.5
+                    hit = ops.binary_mask_iou(fg, soft[cell_gt[pos]] > 0.5)
                     q_targets.append(hit)
         all_labels = torch.cat(labels)
         num_pos = int(((all_labels >= 0) & (all_labels < self.num_classes)).sum())

@@ -168,7 +168,7 @@ def test_cpu_narrows_the_cpu_variants_that_use_p2(tmp_path) -> None:  # type: ig
 
 def test_training_crop_defaults_and_overrides() -> None:
     from instseg.data.dataset import Category, ImageRecord, InstanceDataset
-    from instseg.models.autoconfig import TRAIN_CROP, training_crop
+    from instseg.models.autoconfig import SMALL_OBJECT_CROP, TRAIN_CROP, training_crop
 
     ds = InstanceDataset(
         [ImageRecord(1, "a.png", Path("a.png"), 1000, 600)], [Category(1, "x")]
@@ -183,6 +183,10 @@ def test_training_crop_defaults_and_overrides() -> None:
     assert training_crop({"input_scale": 2.0}, ds, 0) is None
     # a smaller training scale: crops of TRAIN_CROP pixels at that scale
     assert training_crop({"input_scale": 2.0, "train_input_scale": 1.0}, ds) == TRAIN_CROP
+    # SOLOv2's small-object configs (position prior): smaller crops, more steps per budget
+    small = {"input_scale": 2.0, "train_input_scale": 1.0, "position_prior": True}
+    assert training_crop(small, ds) == SMALL_OBJECT_CROP < TRAIN_CROP
+    assert training_crop(small, ds, 400) == 400
     with pytest.raises(ValueError):
         training_crop({}, ds, -1)
 

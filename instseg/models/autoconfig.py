@@ -67,8 +67,8 @@ OVERLAP_IOU, OVERLAP_MAX_FRACTION, CROWDED_INSTANCES = 0.3, 0.02, 20
 MAX_FIXED_SCALE_INPUT = 2560  # long-side cap of fixed-scale models (input_scale)
 TRAIN_CROP = 512  # default training crop of fixed-scale models, in model-input pixels
 #: ... of SOLOv2 on small objects (configs with the position prior: nuclei): more, cheaper
-#: steps in a CPU budget (DSB nuclei, 15 min: TTA AP 0.391 / 0.383 at 512 -> 0.395 / 0.396
-#: at 320, seeds 0 / 1; bench/README.md, ninth session)
+#: steps in a CPU budget (DSB nuclei, 15 min, seeds 0-2: TTA AP mean 0.383 at 512 -> 0.394 at
+#: 320, every seed up; bench/README.md, ninth session)
 SMALL_OBJECT_CROP = 320
 
 

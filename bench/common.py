@@ -41,6 +41,8 @@ from instseg.data.dataset import InstanceDataset  # noqa: E402
 #: detections scoring below this are ignored by the F1 / precision / recall figures
 F1_SCORE_THRESHOLD = 0.5
 VAL_FRACTION, SPLIT_SEED = 0.2, 0
+#: scale TTA factors of the '+ TTA' row of a fixed-scale SOLOv2 (``--tta-scales auto``)
+SOLOV2_TTA_SCALES = (1.0, 1.2, 1.4)
 
 
 def data_root() -> Path:
@@ -87,9 +89,31 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
     )  # fmt: skip
     p.add_argument("--solov2-args", default="", help="extra `instseg train` arguments of solov2")
     p.add_argument(
+        "--tta-scales", default="auto", metavar="F,F,...|auto|none",
+        help="scale TTA factors of the '+ TTA' rows (instseg --tta-scales); auto: "
+        f"{','.join(f'{f:g}' for f in SOLOV2_TTA_SCALES)} for fixed-scale SOLOv2, none for "
+        "Mask R-CNN",
+    )  # fmt: skip
+    p.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON",
         help="set a model attribute (value as JSON) on every checkpoint before scoring it",
     )  # fmt: skip
+
+
+def tta_scales(text: str, model: Any) -> tuple[float, ...]:
+    """``--tta-scales`` for ``model``: ``auto`` -> :data:`SOLOV2_TTA_SCALES` for a SOLOv2 with
+    a fixed ``input_scale``, else none; ``none`` -> ``()``; else the listed factors."""
+    from instseg.models.solov2 import SOLOv2
+
+    if text == "auto":
+        fixed = isinstance(model, SOLOv2) and model.input_scale is not None
+        return SOLOV2_TTA_SCALES if fixed else ()
+    if text == "none":
+        return ()
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--tta-scales {text!r}: expected auto, none or F,F,...") from None
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
@@ -221,10 +245,12 @@ def tta_options(
     augment: str,
     device: str = "cpu",
     score_cutoff: bool = False,
+    scales: str = "auto",
 ) -> dict[str, Any]:
     """The '+ TTA' inference of a checkpoint: the flips it trained with (``hv`` for
     ``--augment microscopy``, else ``h``; SOLOv2 after ``microscopy_d4`` also the transposes:
-    ``hvt``), for Mask R-CNN one box refinement pass, and the
+    ``hvt``), for Mask R-CNN one box refinement pass, scale TTA (``scales``, ``--tta-scales``:
+    :func:`tta_scales`), and the
     mask threshold chosen on every third *training* image (``choose_thresholds``); with
     ``score_cutoff``, also the F1-best score cut-off on the same images at that threshold, as
     ``"f1_score_threshold"`` (not a model attribute)."""
@@ -244,6 +270,9 @@ def tta_options(
     options: dict[str, Any] = {"tta": views}
     if not isinstance(model, SOLOv2):
         options["box_refine"] = 1
+    factors = tta_scales(scales, model)
+    if factors:
+        options["tta_scales"] = factors
     apply_inference_options(model, **options)
     calib = train_set.subset(list(range(0, len(train_set), 3)))
     # one network pass per image chooses both (the cut-off on the chosen threshold's masks)
@@ -396,7 +425,8 @@ def run_method(
             extra.append(score_cutoff_row(row, out / "last.pt", train_set, val_set, results))
         if not args.no_tta:
             cutoff = method == "solov2" and f1
-            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1, cutoff))
+            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1, cutoff,
+                                 args.tta_scales))  # fmt: skip
     elif method == "reference":
         if args.eval_only:
             raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
@@ -438,12 +468,13 @@ def tta_row(
     augment: str,
     f1: bool,
     score_cutoff: bool,
+    scales: str = "auto",
 ) -> dict[str, Any]:
     """The '+ TTA' row: ``tta_options`` chosen on training images, the held-out images
     predicted with them; with ``score_cutoff`` (SOLOv2 with F1: its focal-loss scores sit
     lower than Mask R-CNN's softmax) F1 at the score cut-off chosen there too."""
     t0 = time.perf_counter()
-    options = tta_options(path, train_set, augment, score_cutoff=score_cutoff)
+    options = tta_options(path, train_set, augment, score_cutoff=score_cutoff, scales=scales)
     calib_s = time.perf_counter() - t0
     cut = float(options.get("f1_score_threshold", F1_SCORE_THRESHOLD))
     attrs = {k: v for k, v in options.items() if k != "f1_score_threshold"}

@@ -52,8 +52,20 @@ def report_skipped(skipped: list[str]) -> None:
         print(f"skipped {len(skipped)} invalid item(s)", file=sys.stderr)
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    """``--tta-scales`` value: comma-separated factors > 0."""
+    try:
+        factors = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,1.2,1.4, got {text!r}") from None
+    if not factors or any(not f > 0 for f in factors):
+        raise argparse.ArgumentTypeError(f"expected factors > 0 like 1,1.2,1.4, got {text!r}")
+    return factors
+
+
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """``--tta --box-refine --mask-threshold --calibrate`` (see ``engine.calibrate``)."""
+    """``--tta --tta-scales --box-refine --mask-threshold --calibrate`` (see
+    ``engine.calibrate``)."""
     g = p.add_argument_group("inference options (Mask R-CNN; --tta, --calibrate also SOLOv2)")
     g.add_argument(
         "--tta", default=None, choices=("none", "h", "v", "hv", "hvt"),
@@ -62,6 +74,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
         "horizontal, v vertical, hv both; use the flips the model trained with: hv after "
         "--augment microscopy, h otherwise; SOLOv2 only: hvt = hv and each transposed, after "
         "--augment microscopy_d4); 2-8x slower",
+    )  # fmt: skip
+    g.add_argument(
+        "--tta-scales", type=_scales, default=None, metavar="F,F,...",
+        help="scale test-time augmentation for fixed-scale models (input_scale, e.g. "
+        "microscopy): predict at each factor of the model's input scale (with --tta's flips "
+        "at each) and fuse the detections (an object's mask is its views' vote, its score "
+        "their sum over the number of scales), e.g. 1,1.2,1.4; one pass per factor",
     )  # fmt: skip
     g.add_argument(
         "--box-refine", type=int, default=None, metavar="N",

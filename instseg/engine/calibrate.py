@@ -10,15 +10,17 @@ it on images that are not the evaluation set, e.g. the training images:
     best, ap = choose_mask_threshold(model, train_set.subset(list(range(0, len(train_set), 3))))
     model.mask_threshold = best
 
-The network runs once per image (with the model's ``tta``/``box_refine``); every candidate
-only re-post-processes the same network outputs, so four candidates cost about one
-prediction pass.
+The network runs once per image (with the model's ``tta``/``box_refine``, and once per
+scale with ``tta_scales``, whose detection sets are fused at every candidate as ``predict``
+fuses them); every candidate only re-post-processes the same network outputs, so four
+candidates cost about one prediction pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -27,6 +29,8 @@ import torch
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import image_to_tensor
 from instseg.engine.evaluate import coco_summary, instances_to_coco
+from instseg.inference.fusion import fuse_instances, scaled
+from instseg.structures import Instances
 
 __all__ = [
     "MASK_CANDIDATES",
@@ -74,11 +78,10 @@ def _results_by_mask_threshold(
     model: torch.nn.Module, dataset: InstanceDataset, candidates: Sequence[float], progress: bool
 ) -> dict[float, list[dict[str, Any]]]:
     """COCO results of ``dataset`` at each mask threshold; the network runs once per image
-    (with the model's ``tta``/``box_refine``) and only the post-processing reruns."""
+    (with the model's ``tta``/``box_refine``; per factor of ``tta_scales``, the sets fused)
+    and only the post-processing reruns."""
     from instseg.models.mask_rcnn import MaskRCNN
-    from instseg.models.mask_rcnn_tta import augmented_detections
-    from instseg.models.solov2 import SOLOv2, to_instances
-    from instseg.models.solov2_tta import augmented_outputs, postprocess_views
+    from instseg.models.solov2 import SOLOv2
 
     if not isinstance(model, (MaskRCNN, SOLOv2)):
         raise TypeError(
@@ -93,26 +96,50 @@ def _results_by_mask_threshold(
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="calibrate", unit="img", dynamic_ncols=True)
+    factors = model.tta_scales or (None,)  # None: the model's own scale, no fusion
     try:
         for i in indices:
             tensor = image_to_tensor(dataset.load_image(i)).float().div(255.0).to(device)
             image_id = dataset.images[i].id
-            if isinstance(model, SOLOv2):
-                out = augmented_outputs(model, [tensor], model.tta)
-                for c in results:
-                    cfg = replace(model.post_config(), mask_threshold=c)
-                    inst = to_instances([tensor], postprocess_views(out, [tensor], cfg))[0]
-                    results[c].extend(instances_to_coco(inst, image_id, dataset.label_to_cat_id))
-                continue
-            det, in_size, size = augmented_detections(model, tensor, model.tta, model.box_refine)
-            for c in results:
-                model.mask_threshold = c
-                inst = model._postprocess(det, in_size, size, 32)
+            views: list[Callable[[float], Instances]] = []  # per scale: threshold -> Instances
+            for f in factors:
+                with scaled(model, f) if f is not None else contextlib.nullcontext():
+                    views.append(_threshold_fn(model, tensor))
+            for c in results:  # one scale: fuse_instances returns its set as it is
+                sets = [view(c) for view in views]
+                inst = fuse_instances(sets, max_detections=model.max_detections)
                 results[c].extend(instances_to_coco(inst, image_id, dataset.label_to_cat_id))
     finally:
         model.mask_threshold = original
         model.train(was_training)
     return results
+
+
+def _threshold_fn(model: Any, tensor: torch.Tensor) -> Callable[[float], Instances]:
+    """Run the network of ``model`` (Mask R-CNN or SOLOv2, with its ``tta``/``box_refine``) on
+    one image now -> a function that post-processes its outputs at a given mask threshold."""
+    from instseg.models.mask_rcnn_tta import augmented_detections
+    from instseg.models.solov2 import SOLOv2, to_instances
+    from instseg.models.solov2_tta import augmented_outputs, postprocess_views
+
+    if isinstance(model, SOLOv2):
+        out = augmented_outputs(model, [tensor], model.tta)
+        post = model.post_config()
+        caches: list[dict[str, torch.Tensor]] = [{}]  # candidate probabilities, kept
+        return lambda c: to_instances(
+            [tensor], postprocess_views(out, [tensor], replace(post, mask_threshold=c), caches)
+        )[0]
+    det, in_size, size = augmented_detections(model, tensor, model.tta, model.box_refine)
+
+    def at(c: float) -> Instances:
+        old = model.mask_threshold
+        model.mask_threshold = c
+        try:
+            return model._postprocess(det, in_size, size, 32)
+        finally:
+            model.mask_threshold = old
+
+    return at
 
 
 def _f1_by_cutoff(
@@ -207,13 +234,16 @@ def apply_inference_options(
     calibrate: str | None = None,
     data_format: str | None = None,
     images_dir: str | None = None,
+    *,
+    tta_scales: Sequence[float] | None = None,
 ) -> Calibration | None:
     """Set a loaded model's inference options (``None`` keeps the model's own); with
     ``calibrate`` (a labelled dataset in any format, not the evaluation set) choose the mask
     threshold on it after ``tta``/``box_refine`` are set (it becomes the model's), and in the
     same pass the F1-best score cut-off (:func:`choose_thresholds`; the caller decides where
     to apply it: ``instseg predict`` filters its outputs with it unless ``--score-threshold``
-    is given). Returns the :class:`Calibration`, else ``None``. Errors
+    is given). ``tta_scales``: factors of a fixed-scale model's ``input_scale`` for scale
+    TTA (:mod:`instseg.inference.fusion`; ``()`` turns it off). Returns the :class:`Calibration`, else ``None``. Errors
     (:class:`~instseg.errors.InstsegError`) name the option and the model."""
     from instseg.errors import InstsegError
     from instseg.models.mask_rcnn import MaskRCNN
@@ -222,8 +252,10 @@ def apply_inference_options(
     name = type(model).__name__
     if box_refine is not None and not isinstance(model, MaskRCNN):
         raise InstsegError(f"--box-refine: Mask R-CNN models only, got {name}")
-    if (tta is not None or calibrate) and not isinstance(model, (MaskRCNN, SOLOv2)):
-        raise InstsegError(f"--tta/--calibrate: Mask R-CNN or SOLOv2 models only, got {name}")
+    if (tta is not None or tta_scales or calibrate) and not isinstance(model, (MaskRCNN, SOLOv2)):
+        raise InstsegError(
+            f"--tta/--tta-scales/--calibrate: Mask R-CNN or SOLOv2 models only, got {name}"
+        )
     if tta is not None and not isinstance(model, SOLOv2):
         from instseg.models.ops import TRANSPOSED
 
@@ -233,7 +265,19 @@ def apply_inference_options(
         raise InstsegError(f"--box-refine must be >= 0, got {box_refine}")
     if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:
         raise InstsegError(f"--mask-threshold must lie in (0, 1), got {mask_threshold}")
+    if tta_scales is not None:
+        from instseg.inference.fusion import check_scales, scaled
+
+        try:
+            factors = check_scales(tta_scales)
+            if factors:
+                with scaled(model, 1.0):  # raises for short-side (min_size) models
+                    pass
+        except ValueError as e:
+            raise InstsegError(f"--tta-scales: {e}") from None
     m: Any = model  # a MaskRCNN, or any model with a mask_threshold attribute
+    if tta_scales is not None:
+        m.tta_scales = factors
     if tta is not None:
         m.tta = tta
     if box_refine is not None:
@@ -263,7 +307,9 @@ def apply_inference_options(
 
 
 def apply_inference_args(model: torch.nn.Module, args: Any) -> Calibration | None:
-    """:func:`apply_inference_options` from the CLI's ``--tta --box-refine --mask-threshold
-    --calibrate`` (``instseg.cli.common.add_inference_arguments``; missing ones are ``None``)."""
+    """:func:`apply_inference_options` from the CLI's ``--tta --tta-scales --box-refine
+    --mask-threshold --calibrate`` (``instseg.cli.common.add_inference_arguments``; missing ones are ``None``)."""
     names = ("tta", "box_refine", "mask_threshold", "calibrate")
-    return apply_inference_options(model, *(getattr(args, k, None) for k in names))
+    return apply_inference_options(
+        model, *(getattr(args, k, None) for k in names), tta_scales=getattr(args, "tta_scales", None)
+    )

@@ -218,6 +218,8 @@ class MaskRCNN(GeneralizedRCNN):
         self.mask_scoring = mask_scoring
         check_flips(tta)
         self.tta, self.box_refine = tta, int(box_refine)
+        #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
+        self.tta_scales: tuple[float, ...] = ()
         self.config: dict[str, Any] = {}
 
     # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
@@ -302,11 +304,16 @@ class MaskRCNN(GeneralizedRCNN):
 
         boxes xyxy, masks bool (N, H, W) (soft masks > ``mask_threshold``), labels 0..K-1,
         scores descending. Same detections as torchvision's ``model(images)`` in eval mode
-        (unless ``tta``/``box_refine`` are set: then ``mask_rcnn_tta.predict_augmented``).
+        (unless ``tta``/``box_refine`` are set: then ``mask_rcnn_tta.predict_augmented``;
+        with ``tta_scales``, that at each scale and the detections fused: ``inference.fusion``).
         """
         if not images:
             return []
         _check_images(images)
+        if self.tta_scales:
+            from instseg.inference.fusion import predict_scales
+
+            return predict_scales(self, images, self.tta_scales, self.max_detections)
         if self.tta != "none" or self.box_refine > 0:
             return predict_augmented(self, images, self.tta, self.box_refine, mask_chunk)
         device = next(self.parameters()).device

@@ -177,6 +177,8 @@ class SOLOv2(nn.Module):
         self.point_nms = bool(point_nms)
         ops.check_views(tta)
         self.tta = tta  # flip / transpose TTA views in predict (solov2_tta); detect never does
+        #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
+        self.tta_scales: tuple[float, ...] = ()
         # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
         self.channels_last = channels_last
         if channels_last:
@@ -367,7 +369,12 @@ class SOLOv2(nn.Module):
     def predict(self, images: list[Tensor]) -> list[Instances]:
         """One :class:`Instances` per image in its original coordinates (bool masks
         ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending). With ``tta``
-        set (``"h" "v" "hv" "hvt"``), flip / transpose TTA (:mod:`solov2_tta`)."""
+        set (``"h" "v" "hv" "hvt"``), flip / transpose TTA (:mod:`solov2_tta`); with
+        ``tta_scales``, that at each scale and the detections fused (:mod:`inference.fusion`)."""
+        if self.tta_scales:
+            from instseg.inference.fusion import predict_scales
+
+            return predict_scales(self, images, self.tta_scales, self.max_detections)
         if self.tta != "none":
             from instseg.models.solov2_tta import detect_augmented
 

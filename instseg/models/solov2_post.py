@@ -35,6 +35,7 @@ from torch import Tensor
 from instseg.models import ops
 
 __all__ = [
+    "CACHE_BYTES",
     "CHUNK_PIXELS",
     "UPSAMPLE_MODES",
     "PostConfig",
@@ -49,6 +50,8 @@ __all__ = [
 #: float elements per eager chunk (4 MiB: 64 candidate masks of 128 x 128, 4 output masks
 #: of 512 x 512): temporaries stay cache-sized and are reused instead of page-faulted
 CHUNK_PIXELS = 1 << 20
+#: largest candidate-probability cache ``postprocess(cache=...)`` keeps (float32 bytes)
+CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def postprocess(
     orig_size: tuple[int, int] | torch.Size,
     cfg: PostConfig,
     quality: Tensor | None = None,
+    cache: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image: ``scores (C, K)`` (after the optional point NMS), per view ``kernels (C, E)``
     and ``mask_feats (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input; one view, or
@@ -104,14 +108,16 @@ def postprocess(
     ``size`` and original ``orig_size`` ``(H, W)``, optional ``quality (C,)`` (predicted mask
     IoUs, multiplied into the maskness rescoring) -> bool masks ``(N, H, W)`` in original
     pixels, their xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64,
-    scores ``(N,)`` descending."""
+    scores ``(N,)`` descending. ``cache`` (a dict kept by the caller across calls on the same
+    outputs with other mask thresholds, e.g. calibration): the candidates' mask probabilities
+    are kept there and reused, the same values, not recomputed (up to ``CACHE_BYTES``)."""
     st = cfg.mask_stride
     feats4 = (
         list(mask_feats) if st == 4 else [F.avg_pool2d(f[None], 4 // st)[0] for f in mask_feats]
     )
     top_scores, cells, labels = select_cells(scores, cfg)
     kerns = [k[cells] for k in kernels]  # (M, E) per view
-    binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg)
+    binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg, cache)
     if quality is not None:
         maskness = maskness * quality[cells]
     order, sc = matrix_nms_select(
@@ -196,13 +202,16 @@ def paste_masks(
 
 
 def _candidate_masks(
-    kernels: Sequence[Tensor], feats: Sequence[Tensor], cfg: PostConfig
+    kernels: Sequence[Tensor],
+    feats: Sequence[Tensor],
+    cfg: PostConfig,
+    cache: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per view kernels ``(M, E)`` x features ``(E, hw)`` -> binary masks ``(M, hw)`` bool
     (mean probability ``> mask_threshold``, :func:`mean_probs`), areas ``(M,)`` and maskness
     ``(M,)`` (mean probability inside the mask). Eager: in row chunks of <= CHUNK_PIXELS, in
     place, so the (M, hw) float probabilities are never materialized (the chunk count depends
-    on the config only)."""
+    on the config only), unless ``cache`` asks to keep them (:func:`postprocess`)."""
     m, hw = kernels[0].shape[0], feats[0].shape[1]
     if _tracing():  # exportable: whole tensors, no in-place ops, no threshold op
         probs = mean_probs(kernels, feats)
@@ -214,12 +223,24 @@ def _candidate_masks(
     binary = torch.empty(m, hw, dtype=torch.bool, device=device)
     area = torch.empty(m, device=device)
     inside = torch.empty(m, device=device)
+    kept = cache.get("candidate_probs") if cache is not None else None
+    if kept is not None and kept.shape != (m, hw):
+        raise ValueError(f"cache holds {tuple(kept.shape)} probabilities, expected {(m, hw)}")
+    if kept is None and cache is not None and m * hw * 4 <= CACHE_BYTES:
+        kept = cache["candidate_probs"] = torch.empty(m, hw, device=device)
+        fill = True
+    else:
+        fill = False
     step = max(1, CHUNK_PIXELS // max(hw, 1))
     for i in range(0, cfg.nms_pre, step):  # M <= nms_pre rows; empty chunks are no-ops
-        if len(kernels) == 1:
+        if kept is not None and not fill:
+            probs = kept[i : i + step].clone()
+        elif len(kernels) == 1:
             probs = torch.sigmoid_(kernels[0][i : i + step] @ feats[0])
         else:
             probs = mean_probs([k[i : i + step] for k in kernels], feats)
+        if fill and kept is not None:
+            kept[i : i + step] = probs
         torch.gt(probs, cfg.mask_threshold, out=binary[i : i + step])
         # bool -> uint8 view, int32 sum: a bool sum is ~50x slower on CPU
         area[i : i + step] = binary[i : i + step].view(torch.uint8).sum(1, dtype=torch.int32)

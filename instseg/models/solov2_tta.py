@@ -123,14 +123,20 @@ def augmented_outputs(model: SOLOv2, images: list[Tensor], views: str) -> ViewOu
 
 
 def postprocess_views(
-    out: ViewOutputs, images: list[Tensor], cfg: PostConfig
+    out: ViewOutputs,
+    images: list[Tensor],
+    cfg: PostConfig,
+    caches: list[dict[str, Tensor]] | None = None,
 ) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """:func:`solov2_post.postprocess` of every image of ``out`` with thresholds ``cfg`` (the
-    network outputs can be post-processed under several thresholds without rerunning it)."""
+    network outputs can be post-processed under several thresholds without rerunning it;
+    ``caches``, one dict per image kept across such calls, saves recomputing the candidates'
+    mask probabilities when only ``mask_threshold`` changes)."""
     return [
         postprocess(out.scores[b], [k[b] for k in out.kernels], [f[b] for f in out.feats],
                     out.cell_strides, out.sizes[b], img.shape[-2:], cfg,
-                    None if out.quality is None else out.quality[b])
+                    None if out.quality is None else out.quality[b],
+                    None if caches is None else caches[b])
         for b, img in enumerate(images)
     ]  # fmt: skip
 

@@ -123,6 +123,10 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
     from instseg.models.zoo import build_model
 
     solo = build_model("solov2_light_r18", 1)
+    with pytest.raises(InstsegError, match="--tta-scales: scale TTA needs a fixed-scale model"):
+        apply_inference_options(solo, tta_scales=(1.0, 1.2))
+    with pytest.raises(InstsegError, match="--tta-scales: scale factors must be > 0"):
+        apply_inference_options(model, tta_scales=(1.0, -1.0))
     with pytest.raises(InstsegError, match="--box-refine: Mask R-CNN models only"):
         apply_inference_options(solo, box_refine=1)
     apply_inference_options(solo, tta="h")  # SOLOv2 has flip TTA (solov2_tta)
@@ -138,6 +142,27 @@ def test_calibration_scores_equal_full_predictions(model: MaskRCNN, nuclei: Inst
     assert ap[0.3] != ap[0.7]
 
 
+def test_scale_tta_calibration_equals_full_predictions(
+    model: MaskRCNN, nuclei: InstanceDataset
+) -> None:
+    """With ``tta_scales`` (and flips) calibration fuses the same views that ``predict``
+    fuses: each candidate's AP equals a full prediction pass at that threshold; the scale
+    TTA keeps the nuclei that one scale finds."""
+    img = _image(nuclei)
+    plain = model.predict([img])[0]
+    apply_inference_options(model, tta="h", tta_scales=(1.0, 1.25))
+    try:
+        assert model.tta_scales == (1.0, 1.25)
+        fused = model.predict([img])[0]
+        ap = check_calibration_against_predictions(model, nuclei)
+    finally:
+        apply_inference_options(model, tta="none", tta_scales=())
+    assert model.tta_scales == () and model.transform.input_scale == 1.7
+    assert ap[0.3] != ap[0.7]
+    # fused keeps what any view found (single-view objects at a share of their score)
+    assert fused.image_size == plain.image_size and len(fused) >= 0.7 * len(plain)
+
+
 def test_cli_eval_with_tta_and_calibration(
     nuclei: InstanceDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,6 +173,11 @@ def test_cli_eval_with_tta_and_calibration(
     assert main(args) == 0
     assert "calibrated mask threshold" in capsys.readouterr().err
     assert json.loads(out.read_text())["AP50"] >= 0.8
+    assert main([*args[:-2], "--tta-scales", "1,1.2"]) == 0
+    assert json.loads(out.read_text())["AP50"] >= 0.8
+    with pytest.raises(SystemExit):
+        main([*args[:-2], "--tta-scales", "1,x"])
+    assert "--tta-scales: expected numbers" in capsys.readouterr().err
     bad = ["eval", "--model", "nuclei", "--data", str(gt), "--box-refine", "-2"]
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()

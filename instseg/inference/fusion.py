@@ -26,6 +26,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 
+from instseg.masks import encode
 from instseg.models.ops import mask_boxes
 from instseg.structures import Instances
 
@@ -37,13 +38,9 @@ FUSION_IOU = 0.6
 
 
 def _rles(masks: torch.Tensor, chunk: int = 64) -> list[dict]:
-    """bool ``(N, H, W)`` -> COCO RLEs (pycocotools wants Fortran-ordered ``(H, W, n)``; in
-    chunks of ``chunk`` masks, so the uint8 copy stays small)."""
-    out: list[dict] = []
-    for i in range(0, masks.shape[0], chunk):
-        part = masks[i : i + chunk].permute(1, 2, 0).numpy().astype(np.uint8)
-        out.extend(mask_utils.encode(np.asfortranarray(part)))
-    return out
+    """bool ``(N, H, W)`` -> COCO RLEs (:func:`instseg.masks.encode`, ``chunk`` masks at a
+    time so its uint8 copy stays small)."""
+    return [r for i in range(0, masks.shape[0], chunk) for r in encode(masks[i : i + chunk].numpy())]
 
 
 def _clusters(
@@ -55,7 +52,7 @@ def _clusters(
     leaders: list[int] = []
     seen: list[set[int]] = []  # views present in each cluster
     for i in range(len(views)):
-        best, best_iou = -1, iou
+        best, best_iou = -1, 0.0
         if leaders:
             lead = np.asarray(leaders)
             cand = ious[i, lead]

@@ -226,11 +226,9 @@ def _candidate_masks(
     kept = cache.get("candidate_probs") if cache is not None else None
     if kept is not None and kept.shape != (m, hw):
         raise ValueError(f"cache holds {tuple(kept.shape)} probabilities, expected {(m, hw)}")
-    if kept is None and cache is not None and m * hw * 4 <= CACHE_BYTES:
-        kept = cache["candidate_probs"] = torch.empty(m, hw, device=device)
-        fill = True
-    else:
-        fill = False
+    fill = kept is None and cache is not None and m * hw * 4 <= CACHE_BYTES
+    if fill:
+        kept = cache["candidate_probs"] = torch.empty(m, hw, device=device)  # type: ignore[index]
     step = max(1, CHUNK_PIXELS // max(hw, 1))
     for i in range(0, cfg.nms_pre, step):  # M <= nms_pre rows; empty chunks are no-ops
         if kept is not None and not fill:
@@ -239,8 +237,8 @@ def _candidate_masks(
             probs = torch.sigmoid_(kernels[0][i : i + step] @ feats[0])
         else:
             probs = mean_probs([k[i : i + step] for k in kernels], feats)
-        if fill and kept is not None:
-            kept[i : i + step] = probs
+        if fill:
+            kept[i : i + step] = probs  # type: ignore[index]
         torch.gt(probs, cfg.mask_threshold, out=binary[i : i + step])
         # bool -> uint8 view, int32 sum: a bool sum is ~50x slower on CPU
         area[i : i + step] = binary[i : i + step].view(torch.uint8).sum(1, dtype=torch.int32)

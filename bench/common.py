@@ -276,15 +276,21 @@ def tta_options(
     apply_inference_options(model, **options)
     calib = train_set.subset(list(range(0, len(train_set), 3)))
     # one network pass per image chooses both (the cut-off on the chosen threshold's masks)
-    best, ap, cut, f1s = choose_thresholds(
+    found = choose_thresholds(
         model, calib, score_candidates=SCORE_CANDIDATES if score_cutoff else None
     )
-    print(f"mask threshold {best:g} chosen on {len(calib)} training images: {ap}", flush=True)
-    options["mask_threshold"] = best
-    if cut is not None:
-        shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1s.items())
-        print(f"score cut-off {cut:g} chosen on {len(calib)} training images (F1 {shown})")
-        options["f1_score_threshold"] = cut
+    print(
+        f"mask threshold {found.mask_threshold:g} chosen on {len(calib)} training images: "
+        f"{found.ap}", flush=True,
+    )  # fmt: skip
+    options["mask_threshold"] = found.mask_threshold
+    if factors:
+        print(f"agreement power {found.agreement:g} chosen there: {found.agreement_ap}")
+        options["tta_agreement"] = found.agreement
+    if found.score_cutoff is not None:
+        shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in found.f1.items())
+        print(f"score cut-off {found.score_cutoff:g} chosen on {len(calib)} training images (F1 {shown})")
+        options["f1_score_threshold"] = found.score_cutoff
     return options
 
 

@@ -64,7 +64,7 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """``--tta --tta-scales --box-refine --mask-threshold --calibrate`` (see
+    """``--tta --tta-scales --tta-agreement --box-refine --mask-threshold --calibrate`` (see
     ``engine.calibrate``)."""
     g = p.add_argument_group("inference options (Mask R-CNN; --tta, --calibrate also SOLOv2)")
     g.add_argument(
@@ -81,6 +81,12 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
         "microscopy): predict at each factor of the model's input scale (with --tta's flips "
         "at each) and fuse the detections (an object's mask is its views' vote, its score "
         "their sum over the number of scales), e.g. 1,1.2,1.4; one pass per factor",
+    )  # fmt: skip
+    g.add_argument(
+        "--tta-agreement", type=float, default=None, metavar="P",
+        help="with --tta-scales: multiply each fused score by the mean mask IoU of its views "
+        "with the fused mask to the power P (0 off, the default; --calibrate chooses it among "
+        "0, 1, 2, 4)",
     )  # fmt: skip
     g.add_argument(
         "--box-refine", type=int, default=None, metavar="N",

@@ -13,7 +13,10 @@ it on images that are not the evaluation set, e.g. the training images:
 The network runs once per image (with the model's ``tta``/``box_refine``, and once per
 scale with ``tta_scales``, whose detection sets are fused at every candidate as ``predict``
 fuses them); every candidate only re-post-processes the same network outputs, so four
-candidates cost about one prediction pass.
+candidates cost about one prediction pass. With ``tta_scales`` the power of the views'
+agreement in fused scores (``inference.fusion``, step 4) is chosen jointly with the mask
+threshold, among :data:`~instseg.inference.fusion.AGREEMENT_CANDIDATES`: each only re-ranks
+the same fused clusters.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import torch
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import image_to_tensor
 from instseg.engine.evaluate import coco_summary, instances_to_coco
-from instseg.inference.fusion import fuse_instances, scaled
+from instseg.inference.fusion import AGREEMENT_CANDIDATES, fuse_clusters, rank_fused, scaled
 from instseg.structures import Instances
 
 __all__ = [
     "MASK_CANDIDATES",
     "Calibration",
     "SCORE_CANDIDATES",
+    "Thresholds",
     "apply_inference_args",
     "apply_inference_options",
     "choose_mask_threshold",
@@ -50,7 +54,7 @@ SCORE_CANDIDATES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 
 
 #: mask thresholds tried by :func:`choose_mask_threshold` per model family (SOLOv2's
 #: candidate masks are the mean of 1/4-scale probabilities, softer at their borders)
-MASK_CANDIDATES = {"maskrcnn": (0.4, 0.5, 0.6, 0.7), "solov2": (0.3, 0.4, 0.5, 0.6)}
+MASK_CANDIDATES = {"maskrcnn": (0.4, 0.5, 0.6, 0.7), "solov2": (0.3, 0.4, 0.45, 0.5, 0.6)}
 
 
 class Calibration(NamedTuple):
@@ -59,6 +63,21 @@ class Calibration(NamedTuple):
 
     mask_threshold: float
     score_cutoff: float
+    agreement: float = 0.0  # power of the views' agreement (scale TTA only)
+
+
+class Thresholds(NamedTuple):
+    """What :func:`choose_thresholds` found: the mask threshold and ``{threshold: segm AP}`` at
+    the chosen agreement power; the F1-best score cut-off and ``{cut-off: F1}`` (``None, {}``
+    when not asked); the agreement power and ``{power: segm AP}`` at the chosen threshold
+    (``{model's power: AP}`` without scale TTA)."""
+
+    mask_threshold: float
+    ap: dict[float, float]
+    score_cutoff: float | None
+    f1: dict[float, float]
+    agreement: float
+    agreement_ap: dict[float, float]
 
 
 def _check_score_candidates(candidates: Sequence[float], dataset: InstanceDataset) -> None:
@@ -75,11 +94,16 @@ def _best(values: dict[float, float]) -> float:
 
 @torch.no_grad()
 def _results_by_mask_threshold(
-    model: torch.nn.Module, dataset: InstanceDataset, candidates: Sequence[float], progress: bool
-) -> dict[float, list[dict[str, Any]]]:
-    """COCO results of ``dataset`` at each mask threshold; the network runs once per image
-    (with the model's ``tta``/``box_refine``; per factor of ``tta_scales``, the sets fused)
-    and only the post-processing reruns."""
+    model: torch.nn.Module,
+    dataset: InstanceDataset,
+    candidates: Sequence[float],
+    progress: bool,
+    agreements: Sequence[float] = (0.0,),
+) -> dict[tuple[float, float], list[dict[str, Any]]]:
+    """COCO results of ``dataset`` per ``(mask threshold, agreement power)``; the network
+    runs once per image (with the model's ``tta``/``box_refine``; per factor of
+    ``tta_scales``, the sets fused once per threshold and ranked per power) and only the
+    post-processing reruns. Without ``tta_scales`` the power changes nothing: pass one."""
     from instseg.models.mask_rcnn import MaskRCNN
     from instseg.models.solov2 import SOLOv2
 
@@ -90,7 +114,9 @@ def _results_by_mask_threshold(
     device = next(model.parameters()).device
     was_training, original = model.training, model.mask_threshold
     model.eval()
-    results: dict[float, list[dict[str, Any]]] = {float(c): [] for c in candidates}
+    results: dict[tuple[float, float], list[dict[str, Any]]] = {
+        (float(c), float(p)): [] for c in candidates for p in agreements
+    }
     indices: Iterable[int] = range(len(dataset))
     if progress:
         from tqdm import tqdm
@@ -105,10 +131,13 @@ def _results_by_mask_threshold(
             for f in factors:
                 with scaled(model, f) if f is not None else contextlib.nullcontext():
                     views.append(_threshold_fn(model, tensor))
-            for c in results:  # one scale: fuse_instances returns its set as it is
-                sets = [view(c) for view in views]
-                inst = fuse_instances(sets, max_detections=model.max_detections)
-                results[c].extend(instances_to_coco(inst, image_id, dataset.label_to_cat_id))
+            for c in candidates:
+                sets = [view(float(c)) for view in views]
+                fused = fuse_clusters(sets) if len(sets) > 1 else None
+                for p in agreements:
+                    inst = sets[0] if fused is None else rank_fused(fused, p, model.max_detections)
+                    coco = instances_to_coco(inst, image_id, dataset.label_to_cat_id)
+                    results[float(c), float(p)].extend(coco)
     finally:
         model.mask_threshold = original
         model.train(was_training)
@@ -167,8 +196,8 @@ def choose_mask_threshold(
     candidates :data:`MASK_CANDIDATES`). The model's own ``mask_threshold`` is left
     unchanged. SOLOv2's threshold also shapes its candidates (areas, maskness, Matrix NMS),
     so its post-processing reruns per candidate on the same network outputs."""
-    best, ap, _, _ = choose_thresholds(model, dataset, candidates, None, progress=progress)
-    return best, ap
+    found = choose_thresholds(model, dataset, candidates, None, progress=progress)
+    return found.mask_threshold, found.ap
 
 
 def choose_thresholds(
@@ -178,11 +207,14 @@ def choose_thresholds(
     score_candidates: Sequence[float] | None = SCORE_CANDIDATES,
     iou: float = 0.5,
     progress: bool = False,
-) -> tuple[float, dict[float, float], float | None, dict[float, float]]:
-    """One network pass per image for both choices: ``(mask threshold, {threshold: segm
-    AP}, score cut-off, {cut-off: F1})``, the cut-off chosen as :func:`choose_score_threshold`
-    on the predictions at the chosen mask threshold (``score_candidates=None``: no cut-off,
-    ``None, {}``)."""
+    agreement_candidates: Sequence[float] | None = None,
+) -> Thresholds:
+    """One network pass per image for all choices (:class:`Thresholds`): the mask threshold
+    and, with ``tta_scales``, the agreement power (``agreement_candidates``, default
+    :data:`~instseg.inference.fusion.AGREEMENT_CANDIDATES`) by segm AP, jointly; then the
+    cut-off as :func:`choose_score_threshold` on the predictions at those
+    (``score_candidates=None``: no cut-off, ``None, {}``). Ties go to the threshold nearest
+    0.5, then to the smaller power. The model's own settings are left unchanged."""
     if mask_candidates is None:
         from instseg.models.solov2 import SOLOv2
 
@@ -195,14 +227,25 @@ def choose_thresholds(
         _check_score_candidates(score_candidates, dataset)
     elif len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
-    results = _results_by_mask_threshold(model, dataset, mask_candidates, progress)
+    m: Any = model
+    if not m.tta_scales:  # one view per image: nothing is fused, the power is moot
+        agreement_candidates = (float(m.tta_agreement),)
+    elif agreement_candidates is None:
+        agreement_candidates = AGREEMENT_CANDIDATES
+    if not agreement_candidates or any(not float(p) >= 0.0 for p in agreement_candidates):
+        raise ValueError(f"agreement candidates must be >= 0, got {list(agreement_candidates)}")
+    results = _results_by_mask_threshold(
+        model, dataset, mask_candidates, progress, agreement_candidates
+    )
     gt = dataset.to_coco()
-    ap = {c: coco_summary(gt, res, "segm")["AP"] for c, res in results.items()}
-    best = _best(ap)
+    ap = {key: coco_summary(gt, res, "segm")["AP"] for key, res in results.items()}
+    best, power = max(ap, key=lambda k: (round(ap[k], 6), -abs(k[0] - 0.5), -k[1]))
+    by_threshold = {c: v for (c, p), v in ap.items() if p == power}
+    by_power = {p: v for (c, p), v in ap.items() if c == best}
     if score_candidates is None:
-        return best, ap, None, {}
-    f1 = _f1_by_cutoff(gt, results[best], score_candidates, iou)
-    return best, ap, _best(f1), f1
+        return Thresholds(best, by_threshold, None, {}, power, by_power)
+    f1 = _f1_by_cutoff(gt, results[best, power], score_candidates, iou)
+    return Thresholds(best, by_threshold, _best(f1), f1, power, by_power)
 
 
 def choose_score_threshold(
@@ -236,6 +279,7 @@ def apply_inference_options(
     images_dir: str | None = None,
     *,
     tta_scales: Sequence[float] | None = None,
+    tta_agreement: float | None = None,
 ) -> Calibration | None:
     """Set a loaded model's inference options (``None`` keeps the model's own); with
     ``calibrate`` (a labelled dataset in any format, not the evaluation set) choose the mask
@@ -243,7 +287,8 @@ def apply_inference_options(
     same pass the F1-best score cut-off (:func:`choose_thresholds`; the caller decides where
     to apply it: ``instseg predict`` filters its outputs with it unless ``--score-threshold``
     is given). ``tta_scales``: factors of a fixed-scale model's ``input_scale`` for scale
-    TTA (:mod:`instseg.inference.fusion`; ``()`` turns it off). Returns the :class:`Calibration`, else ``None``. Errors
+    TTA (:mod:`instseg.inference.fusion`; ``()`` turns it off), ``tta_agreement`` the power
+    of its step 4 (``calibrate`` chooses it when scales are set). Returns the :class:`Calibration`, else ``None``. Errors
     (:class:`~instseg.errors.InstsegError`) name the option and the model."""
     from instseg.errors import InstsegError
     from instseg.models.mask_rcnn import MaskRCNN
@@ -263,6 +308,8 @@ def apply_inference_options(
             raise InstsegError(f"--tta {tta}: transposed views are SOLOv2-only, got {name}")
     if box_refine is not None and box_refine < 0:
         raise InstsegError(f"--box-refine must be >= 0, got {box_refine}")
+    if tta_agreement is not None and not tta_agreement >= 0.0:
+        raise InstsegError(f"--tta-agreement must be >= 0, got {tta_agreement}")
     if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:
         raise InstsegError(f"--mask-threshold must lie in (0, 1), got {mask_threshold}")
     if tta_scales is not None:
@@ -278,6 +325,8 @@ def apply_inference_options(
     m: Any = model  # a MaskRCNN, or any model with a mask_threshold attribute
     if tta_scales is not None:
         m.tta_scales = factors
+    if tta_agreement is not None:
+        m.tta_agreement = float(tta_agreement)
     if tta is not None:
         m.tta = tta
     if box_refine is not None:
@@ -296,20 +345,32 @@ def apply_inference_options(
             calibrate, "categories",
             f"--calibrate: dataset has {len(dataset.categories)} classes, model has {m.num_classes}",
         )  # fmt: skip
-    best, ap, cut, f1 = choose_thresholds(model, dataset, progress=sys.stderr.isatty())
+    found = choose_thresholds(model, dataset, progress=sys.stderr.isatty())
+    cut = found.score_cutoff
     assert cut is not None
-    m.mask_threshold = best
-    shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in ap.items())
+    m.mask_threshold, m.tta_agreement = found.mask_threshold, found.agreement
+    shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in found.ap.items())
+    best = found.mask_threshold
     print(f"calibrated mask threshold {best:g} on {calibrate} (segm AP {shown})", file=sys.stderr)
-    shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1.items())
+    if m.tta_scales:
+        shown = ", ".join(f"{p:g}: {v:.4f}" for p, v in found.agreement_ap.items())
+        print(
+            f"calibrated scale-TTA agreement power {found.agreement:g} on {calibrate} "
+            f"(segm AP {shown})", file=sys.stderr,
+        )  # fmt: skip
+    shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in found.f1.items())
     print(f"calibrated score cut-off {cut:g} on {calibrate} (F1@0.5 {shown})", file=sys.stderr)
-    return Calibration(best, cut)
+    return Calibration(best, cut, found.agreement)
 
 
 def apply_inference_args(model: torch.nn.Module, args: Any) -> Calibration | None:
-    """:func:`apply_inference_options` from the CLI's ``--tta --tta-scales --box-refine
-    --mask-threshold --calibrate`` (``instseg.cli.common.add_inference_arguments``; missing ones are ``None``)."""
+    """:func:`apply_inference_options` from the CLI's ``--tta --tta-scales --tta-agreement
+    --box-refine --mask-threshold --calibrate`` (``instseg.cli.common.add_inference_arguments``;
+    missing ones are ``None``)."""
     names = ("tta", "box_refine", "mask_threshold", "calibrate")
     return apply_inference_options(
-        model, *(getattr(args, k, None) for k in names), tta_scales=getattr(args, "tta_scales", None)
+        model,
+        *(getattr(args, k, None) for k in names),
+        tta_scales=getattr(args, "tta_scales", None),
+        tta_agreement=getattr(args, "tta_agreement", None),
     )

@@ -11,7 +11,11 @@ weighted boxes fusion (Solovyev et al., 2021) fuses boxes of an ensemble:
    holds no detection of the same view yet; otherwise it leads a new cluster;
 3. a cluster's mask is the score-weighted vote of its members' masks (pixels >= ``vote``),
    its score the sum of its members' scores over ``V``: an object that only one view of
-   three found keeps a third of its score.
+   three found keeps a third of its score;
+4. with ``agreement`` ``p > 0`` that score is multiplied by ``a ** p``, ``a`` the mean mask
+   IoU of the members with the fused mask (1 for a cluster of one): views that disagree on
+   an object's outline mark an uncertain mask, and COCO AP rewards ranking those lower.
+   Calibration (``engine.calibrate``) chooses ``p`` among :data:`AGREEMENT_CANDIDATES`.
 
 Masks are bool ``(N, H, W)`` in the image's own pixels; boxes xyxy (x2/y2 exclusive).
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -30,11 +34,24 @@ from instseg.masks import encode
 from instseg.models.ops import mask_boxes
 from instseg.structures import Instances
 
-__all__ = ["FUSION_IOU", "check_scales", "fuse_instances", "predict_scales", "scaled"]
+__all__ = [
+    "AGREEMENT_CANDIDATES",
+    "FUSION_IOU",
+    "Fused",
+    "check_scales",
+    "fuse_clusters",
+    "fuse_instances",
+    "predict_scales",
+    "rank_fused",
+    "scaled",
+]
 
 #: mask IoU at which detections of different views are taken for one object (DSB nuclei,
 #: one checkpoint, 3 scales: 0.5 / 0.6 / 0.7 -> segm AP 0.391 / 0.393 / 0.393; bench/README.md)
 FUSION_IOU = 0.6
+
+#: agreement powers ``p`` tried by calibration (0: the members' score sum alone)
+AGREEMENT_CANDIDATES = (0.0, 1.0, 2.0, 4.0)
 
 
 def _rles(masks: torch.Tensor, chunk: int = 64) -> list[dict]:
@@ -70,11 +87,20 @@ def _clusters(
     return clusters
 
 
-def fuse_instances(
-    sets: Sequence[Instances], iou: float = FUSION_IOU, vote: float = 0.5, max_detections: int = 100
-) -> Instances:
-    """Fuse the prediction sets of one image (same ``image_size``, with masks and scores) into
-    one (module docstring), at most ``max_detections``, scores descending."""
+class Fused(NamedTuple):
+    """Every cluster of :func:`fuse_clusters`, before ranking: ``scores`` the members' sum over
+    the number of views, ``agreement`` their mean mask IoU with the fused mask (1 for one
+    member), ``labels`` the leaders'; ``crops[i] = (y0, x0, mask)`` the fused bool mask inside
+    its box (y0/x0 its top-left pixel)."""
+
+    image_size: tuple[int, int]
+    scores: torch.Tensor  # (N,) float
+    agreement: torch.Tensor  # (N,) float in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    crops: list[tuple[int, int, torch.Tensor]]
+
+
+def _check_sets(sets: Sequence[Instances]) -> None:
     if not sets:
         raise ValueError("fuse_instances needs at least one prediction set")
     size = sets[0].image_size
@@ -83,14 +109,19 @@ def fuse_instances(
             raise ValueError(f"prediction sets differ in image size: {s.image_size} vs {size}")
         if s.masks is None or s.scores is None:
             raise ValueError("fuse_instances needs masks and scores in every prediction set")
-    if len(sets) == 1:
-        return sets[0]
+
+
+def fuse_clusters(sets: Sequence[Instances], iou: float = FUSION_IOU, vote: float = 0.5) -> Fused:
+    """Steps 1-3 of the module docstring for the prediction sets of one image (same
+    ``image_size``, with masks and scores): every cluster, unranked and uncapped."""
+    _check_sets(sets)
+    size = sets[0].image_size
     masks = torch.cat([s.masks.cpu() for s in sets if s.masks is not None]).bool()
     scores = torch.cat([s.scores.cpu() for s in sets if s.scores is not None]).float()
     labels = torch.cat([s.labels.cpu() for s in sets])
     views = torch.cat([torch.full((len(s),), v, dtype=torch.int64) for v, s in enumerate(sets)])
     if masks.shape[0] == 0:
-        return Instances(size, masks=masks, scores=scores, labels=labels, boxes=torch.zeros(0, 4))
+        return Fused(size, scores, torch.ones(0), labels, [])
     order = scores.argsort(descending=True, stable=True)  # masks stay where they are
     rles = _rles(masks)
     ious = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), dtype=np.float64)
@@ -99,24 +130,57 @@ def fuse_instances(
         order[members]
         for members in _clusters(ious, views[order].numpy(), labels[order].numpy(), iou)
     ]  # member indices into masks, the leader first
-    fused = torch.stack([scores[g].sum() / len(sets) for g in groups])
-    keep = fused.argsort(descending=True, stable=True)[:max_detections].tolist()
     boxes = mask_boxes(masks).round().long()
-    out = torch.zeros(len(keep), *size, dtype=torch.bool)
-    for k, g in enumerate(groups[i] for i in keep):
-        if len(g) == 1:
-            out[k] = masks[g[0]]
-            continue
-        # the vote inside the members' union box (nothing outside it can reach it)
+    agreement = torch.ones(len(groups))
+    crops: list[tuple[int, int, torch.Tensor]] = []
+    for k, g in enumerate(groups):
+        # each cluster inside its members' union box (nothing outside it can reach its vote)
         x0, y0 = boxes[g, :2].min(0).values.tolist()
         x1, y1 = boxes[g, 2:].max(0).values.tolist()
+        member = masks[g, y0:y1, x0:x1]
+        if len(g) == 1:
+            crops.append((y0, x0, member[0]))
+            continue
         w = scores[g]
-        votes = torch.einsum("n,nhw->hw", w, masks[g, y0:y1, x0:x1].float())
-        out[k, y0:y1, x0:x1] = votes >= vote * w.sum()
-    lead = torch.stack([groups[i][0] for i in keep])
+        fused = torch.einsum("n,nhw->hw", w, member.float()) >= vote * w.sum()
+        inter = (member & fused).flatten(1).sum(1)
+        union = (member | fused).flatten(1).sum(1).clamp(min=1)
+        agreement[k] = (inter / union).mean()
+        crops.append((y0, x0, fused))
+    fused_scores = torch.stack([scores[g].sum() / len(sets) for g in groups])
+    lead = torch.stack([g[0] for g in groups])
+    return Fused(size, fused_scores, agreement, labels[lead], crops)
+
+
+def rank_fused(fused: Fused, agreement: float = 0.0, max_detections: int = 100) -> Instances:
+    """Step 4 and the cap: the ``max_detections`` best clusters by ``score * agreement **
+    p`` (``p = agreement``), scores descending, masks pasted at image size."""
+    scores = fused.scores * fused.agreement.pow(agreement) if agreement else fused.scores
+    keep = scores.argsort(descending=True, stable=True)[:max_detections]
+    out = torch.zeros(len(keep), *fused.image_size, dtype=torch.bool)
+    for k, i in enumerate(keep.tolist()):
+        y0, x0, crop = fused.crops[i]
+        out[k, y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     return Instances(
-        size, boxes=mask_boxes(out), labels=labels[lead], scores=fused[keep], masks=out
-    )
+        fused.image_size, boxes=mask_boxes(out), labels=fused.labels[keep], scores=scores[keep],
+        masks=out,
+    )  # fmt: skip
+
+
+def fuse_instances(
+    sets: Sequence[Instances],
+    iou: float = FUSION_IOU,
+    vote: float = 0.5,
+    max_detections: int = 100,
+    agreement: float = 0.0,
+) -> Instances:
+    """Fuse the prediction sets of one image (same ``image_size``, with masks and scores) into
+    one (module docstring; ``agreement``: the power ``p`` of step 4), at most
+    ``max_detections``, scores descending. One set is returned as it is."""
+    _check_sets(sets)
+    if len(sets) == 1:
+        return sets[0]
+    return rank_fused(fuse_clusters(sets, iou, vote), agreement, max_detections)
 
 
 def _scale_owner(model: Any) -> Any:
@@ -162,15 +226,17 @@ def predict_scales(
     max_detections: int,
     iou: float = FUSION_IOU,
     vote: float = 0.5,
+    agreement: float = 0.0,
 ) -> list[Instances]:
     """Multi-scale TTA of a fixed-scale model (``input_scale``; Mask R-CNN or SOLOv2, with
     their flip ``tta`` inside each scale): ``model.predict`` once per factor of its
-    ``input_scale``, the sets of each image fused by :func:`fuse_instances`."""
+    ``input_scale``, the sets of each image fused by :func:`fuse_instances` (``agreement``:
+    its step-4 power)."""
     per_view = []
     for f in check_scales(factors):
         with scaled(model, f):
             per_view.append(model.predict(images))
     return [
-        fuse_instances([v[i] for v in per_view], iou, vote, max_detections)
+        fuse_instances([v[i] for v in per_view], iou, vote, max_detections, agreement)
         for i in range(len(images))
     ]

@@ -220,6 +220,8 @@ class MaskRCNN(GeneralizedRCNN):
         self.tta, self.box_refine = tta, int(box_refine)
         #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
         self.tta_scales: tuple[float, ...] = ()
+        #: power of the views' mask agreement in fused scores (inference.fusion, step 4)
+        self.tta_agreement = 0.0
         self.config: dict[str, Any] = {}
 
     # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
@@ -313,7 +315,9 @@ class MaskRCNN(GeneralizedRCNN):
         if self.tta_scales:
             from instseg.inference.fusion import predict_scales
 
-            return predict_scales(self, images, self.tta_scales, self.max_detections)
+            return predict_scales(
+                self, images, self.tta_scales, self.max_detections, agreement=self.tta_agreement
+            )
         if self.tta != "none" or self.box_refine > 0:
             return predict_augmented(self, images, self.tta, self.box_refine, mask_chunk)
         device = next(self.parameters()).device

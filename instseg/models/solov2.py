@@ -179,6 +179,8 @@ class SOLOv2(nn.Module):
         self.tta = tta  # flip / transpose TTA views in predict (solov2_tta); detect never does
         #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
         self.tta_scales: tuple[float, ...] = ()
+        #: power of the views' mask agreement in fused scores (inference.fusion, step 4)
+        self.tta_agreement = 0.0
         # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
         self.channels_last = channels_last
         if channels_last:
@@ -374,7 +376,9 @@ class SOLOv2(nn.Module):
         if self.tta_scales:
             from instseg.inference.fusion import predict_scales
 
-            return predict_scales(self, images, self.tta_scales, self.max_detections)
+            return predict_scales(
+                self, images, self.tta_scales, self.max_detections, agreement=self.tta_agreement
+            )
         if self.tta != "none":
             from instseg.models.solov2_tta import detect_augmented
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.inference.fusion import check_scales, fuse_instances, predict_scales, scaled
+from instseg.inference.fusion import (
+    check_scales,
+    fuse_clusters,
+    fuse_instances,
+    predict_scales,
+    rank_fused,
+    scaled,
+)
 from instseg.structures import Instances
 from tests.models.test_solov2 import tiny_model
 
@@ -56,6 +63,30 @@ def test_a_view_never_merges_with_itself_nor_across_classes() -> None:
     assert out.scores is not None
     assert len(out) == 3 and out.labels.tolist() == [0, 0, 1]
     assert out.scores.tolist() == pytest.approx([0.45, 0.4, 0.35])
+
+
+def test_agreement_ranks_objects_whose_views_agree_higher() -> None:
+    """Step 4: a cluster's score times (mean IoU of its members with the fused mask) ** p.
+    Object A (score 0.9 + 0.7) is seen with different outlines by the two views, object B
+    (0.6 + 0.6) identically; an object of one view keeps agreement 1."""
+    a = _set([_square(0, 0, 10), _square(20, 20, 8), _square(32, 0, 4)], [0.9, 0.6, 0.5])
+    b = _set([_square(0, 1, 10), _square(20, 20, 8)], [0.7, 0.6])  # A: IoU 90 / 110
+    fused = fuse_clusters([a, b], iou=0.5)
+    # A's vote: columns 0..9 (column 0 carries 0.9 of 1.6, column 10 only 0.7)
+    assert fused.agreement.tolist() == pytest.approx([(1.0 + 90 / 110) / 2, 1.0, 1.0])
+    assert fused.scores.tolist() == pytest.approx([0.8, 0.6, 0.25])
+    plain = fuse_instances([a, b], iou=0.5)
+    assert plain.scores is not None and plain.scores.tolist() == pytest.approx([0.8, 0.6, 0.25])
+    out = fuse_instances([a, b], iou=0.5, agreement=4.0)
+    assert out.scores is not None and out.masks is not None
+    ag = (1.0 + 90 / 110) / 2
+    assert out.scores.tolist() == pytest.approx([0.6, 0.8 * ag**4, 0.25])  # B now first
+    assert torch.equal(out.masks[0], _square(20, 20, 8))
+    assert torch.equal(out.masks[1], _square(0, 0, 10))
+    assert torch.equal(out.masks[2], _square(32, 0, 4))
+    # ranking the same clusters again is what fuse_instances does, at any power and cap
+    again = rank_fused(fused, 4.0, max_detections=2)
+    assert again.scores is not None and again.scores.tolist() == out.scores.tolist()[:2]
 
 
 def test_max_detections_and_order() -> None:

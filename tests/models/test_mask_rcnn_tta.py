@@ -175,6 +175,12 @@ def test_cli_eval_with_tta_and_calibration(
     assert json.loads(out.read_text())["AP50"] >= 0.8
     assert main([*args[:-2], "--tta-scales", "1,1.2"]) == 0
     assert json.loads(out.read_text())["AP50"] >= 0.8
+    # the scales' calibration reports the agreement power it chose
+    assert main([*args, "--tta-scales", "1,1.2"]) == 0
+    assert "calibrated scale-TTA agreement power" in capsys.readouterr().err
+    assert main([*args[:-2], "--tta-scales", "1,1.2", "--tta-agreement", "-1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tta-agreement must be >= 0" in err
     with pytest.raises(SystemExit):
         main([*args[:-2], "--tta-scales", "1,x"])
     assert "--tta-scales: expected numbers" in capsys.readouterr().err

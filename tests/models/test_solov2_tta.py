@@ -167,8 +167,9 @@ def test_calibrated_mask_threshold_equals_full_predictions(tmp_path: Path) -> No
     ap = check_calibration_against_predictions(model, ds)
     assert ap[0.3] != ap[0.7]
     # one pass for both choices: the cut-off is the one chosen at the chosen threshold
-    best2, ap2, cut, f1 = choose_thresholds(model, ds)
+    best2, ap2, cut, f1, power, by_power = choose_thresholds(model, ds)
     assert tuple(ap2) == MASK_CANDIDATES["solov2"] and best2 == max(ap2, key=lambda c: ap2[c])
+    assert (power, list(by_power)) == (0.0, [0.0])  # no scale TTA: the power is moot
     model.mask_threshold = best2
     assert (cut, f1) == choose_score_threshold(model, ds)
     with pytest.raises(ValueError, match="mask threshold candidates"):

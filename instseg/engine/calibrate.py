@@ -227,9 +227,8 @@ def choose_thresholds(
         _check_score_candidates(score_candidates, dataset)
     elif len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
-    m: Any = model
-    if not m.tta_scales:  # one view per image: nothing is fused, the power is moot
-        agreement_candidates = (float(m.tta_agreement),)
+    if not getattr(model, "tta_scales", ()):  # one view per image: the power is moot
+        agreement_candidates = (float(getattr(model, "tta_agreement", 0.0)),)
     elif agreement_candidates is None:
         agreement_candidates = AGREEMENT_CANDIDATES
     if not agreement_candidates or any(not float(p) >= 0.0 for p in agreement_candidates):

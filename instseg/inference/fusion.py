@@ -177,8 +177,8 @@ def fuse_instances(
     """Fuse the prediction sets of one image (same ``image_size``, with masks and scores) into
     one (module docstring; ``agreement``: the power ``p`` of step 4), at most
     ``max_detections``, scores descending. One set is returned as it is."""
-    _check_sets(sets)
     if len(sets) == 1:
+        _check_sets(sets)  # fuse_clusters checks the sets it fuses
         return sets[0]
     return rank_fused(fuse_clusters(sets, iou, vote), agreement, max_detections)
 

@@ -103,10 +103,8 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
 def tta_scales(text: str, model: Any) -> tuple[float, ...]:
     """``--tta-scales`` for ``model``: ``auto`` -> :data:`SOLOV2_TTA_SCALES` for a SOLOv2 with
     a fixed ``input_scale``, else none; ``none`` -> ``()``; else the listed factors."""
-    from instseg.models.solov2 import SOLOv2
-
     if text == "auto":
-        fixed = isinstance(model, SOLOv2) and model.input_scale is not None
+        fixed = getattr(model, "family", None) == "solov2" and model.input_scale is not None
         return SOLOV2_TTA_SCALES if fixed else ()
     if text == "none":
         return ()
@@ -210,7 +208,7 @@ def trained_info(out: Path) -> dict[str, Any]:
 
 
 #: model attributes set on every checkpoint this module loads for scoring (``--set
-#: KEY=JSON``: an inference option such as SOLOv2's ``mask_upsample``); empty by default
+#: KEY=JSON``: an inference setting such as SOLOv2's ``nms_sigma``); empty by default
 INFERENCE_SETTINGS: dict[str, Any] = {}
 
 
@@ -229,14 +227,23 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Any, dict[str, Any
 def predict_checkpoint(
     path: Path, dataset: InstanceDataset, device: str = "cpu", **options: Any
 ) -> list[dict[str, Any]]:
-    """COCO results of a trained instseg checkpoint on ``dataset`` (``options``: model
-    attributes such as ``tta``, ``box_refine``, ``mask_threshold``)."""
+    """COCO results of a trained instseg checkpoint on ``dataset`` (``options``: test-time
+    augmentation ``tta``, ``box_refine``, ``tta_scales``, ``tta_agreement``, and model
+    attributes such as ``mask_threshold``)."""
     from instseg.engine.evaluate import predict_dataset
+    from instseg.inference.tta import with_tta
 
     model, meta = load_checkpoint(path, device=device)
+    wrap = {k: options.pop(k) for k in TTA_KEYS if k in options}
     for key, value in options.items():
         setattr(model, key, value)
-    return predict_dataset(model, dataset, device=device, label_to_cat_id=meta.get("cat_ids"))
+    runner = with_tta(model, wrap.get("tta", "none"), wrap.get("tta_scales", ()),
+                      wrap.get("tta_agreement", 0.0), wrap.get("box_refine", 0))  # fmt: skip
+    return predict_dataset(runner, dataset, device=device, label_to_cat_id=meta.get("cat_ids"))
+
+
+#: options of :func:`predict_checkpoint` that wrap the model instead of setting its attributes
+TTA_KEYS = ("tta", "tta_scales", "tta_agreement", "box_refine")
 
 
 def tta_options(
@@ -248,36 +255,27 @@ def tta_options(
     scales: str = "auto",
 ) -> dict[str, Any]:
     """The '+ TTA' inference of a checkpoint: the flips it trained with (``hv`` for
-    ``--augment microscopy``, else ``h``; SOLOv2 after ``microscopy_d4`` also the transposes:
-    ``hvt``), for Mask R-CNN one box refinement pass, scale TTA (``scales``, ``--tta-scales``:
-    :func:`tta_scales`), and the
-    mask threshold chosen on every third *training* image (``choose_thresholds``); with
-    ``score_cutoff``, also the F1-best score cut-off on the same images at that threshold, as
-    ``"f1_score_threshold"`` (not a model attribute)."""
+    ``--augment microscopy``, else ``h``), for Mask R-CNN one box refinement pass, scale TTA
+    (``scales``, ``--tta-scales``: :func:`tta_scales`), and the mask threshold chosen on
+    every third *training* image (``choose_thresholds``); with ``score_cutoff``, also the
+    F1-best score cut-off on the same images at that threshold, as ``"f1_score_threshold"``
+    (not a model attribute)."""
     from instseg.data.transforms import PRESETS
-    from instseg.engine.calibrate import (
-        SCORE_CANDIDATES,
-        apply_inference_options,
-        choose_thresholds,
-    )
-    from instseg.models.solov2 import SOLOv2
+    from instseg.inference.calibrate import SCORE_CANDIDATES, choose_thresholds
+    from instseg.inference.tta import with_tta
 
     model, _ = load_checkpoint(path, device=device)
-    preset = PRESETS[augment]
-    views = "hv" if preset.vflip else "h"
-    if preset.transpose and isinstance(model, SOLOv2):  # Mask R-CNN TTA only flips
-        views = "hvt"
-    options: dict[str, Any] = {"tta": views}
-    if not isinstance(model, SOLOv2):
+    options: dict[str, Any] = {"tta": "hv" if PRESETS[augment].vflip else "h"}
+    if model.family == "maskrcnn":
         options["box_refine"] = 1
     factors = tta_scales(scales, model)
     if factors:
         options["tta_scales"] = factors
-    apply_inference_options(model, **options)
+    runner = with_tta(model, options["tta"], factors, 0.0, options.get("box_refine", 0))
     calib = train_set.subset(list(range(0, len(train_set), 3)))
     # one network pass per image chooses both (the cut-off on the chosen threshold's masks)
     found = choose_thresholds(
-        model, calib, score_candidates=SCORE_CANDIDATES if score_cutoff else None
+        runner, calib, score_candidates=SCORE_CANDIDATES if score_cutoff else None
     )
     print(
         f"mask threshold {found.mask_threshold:g} chosen on {len(calib)} training images: "
@@ -504,7 +502,7 @@ def score_cutoff_row(
     """The 'solov2 + score cut-off' row: the same predictions, F1 over the detections scoring
     >= the cut-off with the best F1 on every third *training* image
     (``choose_score_threshold``) instead of the fixed ``F1_SCORE_THRESHOLD``; AP unchanged."""
-    from instseg.engine.calibrate import choose_score_threshold
+    from instseg.inference.calibrate import choose_score_threshold
 
     t0 = time.perf_counter()
     model, _ = load_checkpoint(path, device="cpu")

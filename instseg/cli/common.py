@@ -65,15 +65,14 @@ def _scales(text: str) -> tuple[float, ...]:
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """``--tta --tta-scales --tta-agreement --box-refine --mask-threshold --calibrate`` (see
-    ``engine.calibrate``)."""
+    :func:`inference_from_args`)."""
     g = p.add_argument_group("inference options (Mask R-CNN; --tta, --calibrate also SOLOv2)")
     g.add_argument(
-        "--tta", default=None, choices=("none", "h", "v", "hv", "hvt"),
+        "--tta", default=None, choices=("none", "h", "v", "hv"),
         help="flip test-time augmentation: each detection's score, box and mask (SOLOv2: each "
         "grid cell's score and mask) averaged over the image and its mirror images (h "
         "horizontal, v vertical, hv both; use the flips the model trained with: hv after "
-        "--augment microscopy, h otherwise; SOLOv2 only: hvt = hv and each transposed, after "
-        "--augment microscopy_d4); 2-8x slower",
+        "--augment microscopy, h otherwise); 2-4x slower",
     )  # fmt: skip
     g.add_argument(
         "--tta-scales", type=_scales, default=None, metavar="F,F,...",
@@ -104,3 +103,83 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
         "the score cut-off with the best F1 there (predict SOURCE mode applies it unless "
         "--score-threshold is given)",
     )  # fmt: skip
+
+
+def _check_inference_args(model: Any, args: argparse.Namespace) -> None:
+    """One-line errors (:class:`~instseg.errors.InstsegError`) naming the flag and the model."""
+    from instseg.errors import InstsegError
+
+    name, family = type(model).__name__, getattr(model, "family", None)
+    box_refine = getattr(args, "box_refine", None)
+    if box_refine is not None and family != "maskrcnn":
+        raise InstsegError(f"--box-refine: Mask R-CNN models only, got {name}")
+    wants = getattr(args, "tta", None) or getattr(args, "tta_scales", None)
+    if (wants or getattr(args, "calibrate", None)) and family not in ("maskrcnn", "solov2"):
+        raise InstsegError(
+            f"--tta/--tta-scales/--calibrate: Mask R-CNN or SOLOv2 models only, got {name}"
+        )
+    if box_refine is not None and box_refine < 0:
+        raise InstsegError(f"--box-refine must be >= 0, got {box_refine}")
+    agreement = getattr(args, "tta_agreement", None)
+    if agreement is not None and not agreement >= 0.0:
+        raise InstsegError(f"--tta-agreement must be >= 0, got {agreement}")
+    threshold = getattr(args, "mask_threshold", None)
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InstsegError(f"--mask-threshold must lie in (0, 1), got {threshold}")
+    if getattr(args, "tta_scales", None) and getattr(model, "input_scale", None) is None:
+        raise InstsegError(
+            f"--tta-scales: scale TTA needs a fixed-scale model (input_scale set); {name} "
+            "resizes every image's short side to min_size"
+        )
+
+
+def inference_from_args(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """``model`` set up from ``--tta --tta-scales --tta-agreement --box-refine
+    --mask-threshold --calibrate`` (missing ones are ``None``) -> ``(model or its test-time
+    augmentation wrapper, Thresholds or None)``. With ``--calibrate`` (a labelled dataset in
+    any format, never the evaluation set) the mask threshold (and agreement power) chosen
+    there are set, and the choices are printed; the F1-best score cut-off is returned for the
+    caller to apply. Errors are one line naming the flag."""
+    from instseg.data.formats import load_dataset
+    from instseg.errors import DataError
+    from instseg.inference.calibrate import apply_thresholds, choose_thresholds
+    from instseg.inference.tta import with_tta
+
+    _check_inference_args(model, args)
+    if getattr(args, "mask_threshold", None) is not None:
+        model.mask_threshold = float(args.mask_threshold)
+    wrapped = with_tta(
+        model,
+        getattr(args, "tta", None) or "none",
+        getattr(args, "tta_scales", None) or (),
+        float(getattr(args, "tta_agreement", None) or 0.0),
+        int(getattr(args, "box_refine", None) or 0),
+    )
+    source = getattr(args, "calibrate", None)
+    if not source:
+        return wrapped, None
+    dataset = load_dataset(source, format=getattr(args, "format", None),
+                           images_dir=getattr(args, "images", None))  # fmt: skip
+    if len(dataset.categories) != model.num_classes:
+        raise DataError(
+            source, "categories",
+            f"--calibrate: dataset has {len(dataset.categories)} classes, model has "
+            f"{model.num_classes}",
+        )  # fmt: skip
+    found = choose_thresholds(wrapped, dataset, progress=sys.stderr.isatty())
+    apply_thresholds(wrapped, found)
+    _print_calibration(found, source, scales=bool(getattr(args, "tta_scales", None)))
+    return wrapped, found
+
+
+def _print_calibration(found: Any, source: str, scales: bool) -> None:
+    shown = ", ".join(f"{c:g}: {v:.4f}" for c, v in found.ap.items())
+    print(f"calibrated mask threshold {found.mask_threshold:g} on {source} (segm AP {shown})",
+          file=sys.stderr)  # fmt: skip
+    if scales:
+        shown = ", ".join(f"{p:g}: {v:.4f}" for p, v in found.agreement_ap.items())
+        print(f"calibrated scale-TTA agreement power {found.agreement:g} on {source} "
+              f"(segm AP {shown})", file=sys.stderr)  # fmt: skip
+    shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in found.f1.items())
+    print(f"calibrated score cut-off {found.score_cutoff:g} on {source} (F1@0.5 {shown})",
+          file=sys.stderr)  # fmt: skip

@@ -38,8 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.model:
-        from instseg.engine.evaluate import run_model_eval
-
         if not args.data:
             print("instseg eval: error: --model needs --data GT", file=sys.stderr)
             return 2
@@ -74,4 +72,39 @@ def run(args: argparse.Namespace) -> int:
 
         for path in save_plots(res, args.plots, names):
             print(f"wrote {path}")
+    return 0
+
+
+def run_model_eval(args: argparse.Namespace) -> int:
+    """``instseg eval --model M --data GT [--json OUT]``: predict the dataset with the model
+    (and its inference options), print the segm and bbox summaries, write them as JSON."""
+    from instseg.cli.common import inference_from_args
+    from instseg.data.formats import load_dataset
+    from instseg.engine.checkpoint import load_model
+    from instseg.engine.evaluate import check_categories, coco_summary, predict_dataset
+    from instseg.inference.predictor import resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.model, device=device)
+    runner, _ = inference_from_args(model, args)
+    dataset = load_dataset(args.data, format=args.format, images_dir=args.images)
+    check_categories(meta, dataset, args.data)
+    results = predict_dataset(
+        runner, dataset, batch_size=args.batch_size or 1, device=device,
+        progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    gt = dataset.to_coco()
+    summary = {t: coco_summary(gt, results, t) for t in ("segm", "bbox")}
+    for t, s in summary.items():
+        shown = "  ".join(f"{k} {s[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+        print(f"{t}: {shown}")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            **summary["segm"],  # the same top-level keys as `instseg eval GT PRED`
+            "iou_type": "segm", "model": meta.get("path"), "data": str(args.data),
+            **summary, "num_detections": len(results),
+        }  # fmt: skip
+        out.write_text(json.dumps(report, indent=1))
     return 0

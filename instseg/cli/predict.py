@@ -57,22 +57,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--semantic", action="store_true", help="also write semantic label maps")
 
 
-def load_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """``(model, meta, device)`` from ``--model``/``--device``/threshold options."""
-    import torch
-
+def load_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``(model or its test-time augmentation wrapper, meta, device)`` from ``--model``,
+    ``--device``, the threshold and the inference options."""
+    from instseg.cli.common import inference_from_args
     from instseg.engine.checkpoint import load_model
+    from instseg.inference.predictor import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device)
     if args.score_threshold is not None:
         model.score_threshold = args.score_threshold
     if args.max_detections is not None:
         model.max_detections = args.max_detections
-    from instseg.engine.calibrate import apply_inference_args
-
-    apply_inference_args(model, args)
-    return model, meta, device
+    runner, _ = inference_from_args(model, args)
+    return runner, meta, device
 
 
 def predict_data(args: argparse.Namespace) -> int:
@@ -84,7 +83,7 @@ def predict_data(args: argparse.Namespace) -> int:
     from instseg.data.formats import load_dataset
     from instseg.engine.evaluate import check_categories, predict_dataset
 
-    model, meta, device = load_predictor(args)
+    model, meta, device = load_runner(args)
     dataset = load_dataset(args.data, format=args.format, images_dir=args.images)
     cat_ids = meta.get("cat_ids")
     if dataset.categories:
@@ -110,7 +109,7 @@ def predict_sources(args: argparse.Namespace) -> int:
     """``SOURCE ...``: predict files / folders / globs / videos into ``--out``."""
     import sys
 
-    from instseg.engine.calibrate import apply_inference_args
+    from instseg.cli.common import inference_from_args
     from instseg.inference import Predictor, run_batch
 
     predictor = Predictor(
@@ -120,9 +119,9 @@ def predict_sources(args: argparse.Namespace) -> int:
         max_detections=args.max_detections,
         batch_size=args.batch_size,
     )
-    calibration = apply_inference_args(predictor.model, args)
-    if calibration is not None and args.score_threshold is None:
-        predictor.score_threshold = calibration.score_cutoff  # the outputs' cut-off
+    predictor.runner, found = inference_from_args(predictor.model, args)
+    if found is not None and args.score_threshold is None:
+        predictor.score_threshold = found.score_cutoff  # the outputs' cut-off
     report = run_batch(
         predictor,
         args.source if len(args.source) > 1 else args.source[0],

@@ -98,10 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--augment",
-        choices=("default", "lsj", "microscopy", "microscopy_d4", "none"),
+        choices=("default", "lsj", "microscopy", "none"),
         default="default",
-        help="augmentation preset (microscopy: both flips, scale 0.7-1.4; microscopy_d4: also "
-        "transposes, i.e. all 8 flips / 90-degree rotations)",
+        help="augmentation preset (microscopy: both flips, scale 0.7-1.4)",
     )
     p.add_argument(
         "--crop",

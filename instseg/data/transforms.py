@@ -38,7 +38,6 @@ class AugmentConfig:
 
     hflip: bool = True
     vflip: bool = False
-    transpose: bool = False  # swap H and W with p 0.5 (with both flips: all 8 square symmetries)
     scale_range: tuple[float, float] = (0.8, 1.25)
     crop_size: tuple[int, int] | None = None
     brightness: float = 0.2
@@ -56,10 +55,6 @@ PRESETS: dict[str, AugmentConfig] = {
     "default": AugmentConfig(),
     "lsj": AugmentConfig(scale_range=(0.1, 2.0)),
     "microscopy": AugmentConfig(vflip=True, scale_range=(0.7, 1.4), saturation=0.0),
-    # + transposes: all 8 flips / 90-degree rotations (objects with no preferred orientation)
-    "microscopy_d4": AugmentConfig(
-        vflip=True, transpose=True, scale_range=(0.7, 1.4), saturation=0.0
-    ),
 }
 
 
@@ -86,7 +81,7 @@ def _uniform(lo: float, hi: float) -> float:
 
 
 class TrainTransform:
-    """Flip(s) -> scale jitter -> random crop -> transpose -> photometric jitter (with
+    """Flip(s) -> scale jitter -> random crop -> photometric jitter (with
     ``crop_size``: crop -> flip(s) -> scale, the same distribution, cheaper); see
     :class:`AugmentConfig`."""
 
@@ -161,10 +156,6 @@ class TrainTransform:
             kept_masks = new_masks[keep].view(torch.bool)
             boxes = mask_boxes(kept_masks)
         rows = index[keep]
-        if self.cfg.transpose and float(torch.rand(())) < 0.5:  # swap H and W
-            out_image = out_image.transpose(-2, -1)
-            kept_masks = None if kept_masks is None else kept_masks.transpose(-2, -1).contiguous()
-            boxes = boxes[:, [1, 0, 3, 2]]
         out = Instances(
             image_size=(int(out_image.shape[-2]), int(out_image.shape[-1])),
             boxes=boxes if target.masks is not None else boxes[keep],

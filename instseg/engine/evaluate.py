@@ -8,11 +8,7 @@ through ``dataset.label_to_cat_id``; segmentation as compressed RLE with ``count
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +24,6 @@ __all__ = [
     "evaluate_model",
     "instances_to_coco",
     "predict_dataset",
-    "run_model_eval",
 ]
 
 SUMMARY_KEYS = (
@@ -146,57 +141,6 @@ def evaluate_model(
     out: dict[str, Any] = {t: coco_summary(gt, results, t) for t in iou_types}
     out["num_detections"] = len(results)
     return out
-
-
-def run_model_eval(args: argparse.Namespace) -> int:
-    """CLI helper for ``instseg eval --model DIR --data GT --json OUT.json``.
-
-    Uses ``args.model`` (checkpoint or training folder), ``args.data`` (dataset in any format),
-    ``args.json`` (optional output: the segm and bbox summaries), ``args.format``, ``args.images``;
-    optional ``args.device``, ``args.batch_size``. Prints one line per IoU type.
-    """
-    from instseg.data.formats import load_dataset
-    from instseg.engine.checkpoint import load_model
-
-    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, meta = load_model(args.model, device=device)
-    from instseg.engine.calibrate import apply_inference_args
-
-    apply_inference_args(model, args)
-    dataset = load_dataset(
-        args.data, format=getattr(args, "format", None), images_dir=getattr(args, "images", None)
-    )
-    check_categories(meta, dataset, args.data)
-    results = predict_dataset(
-        model,
-        dataset,
-        batch_size=getattr(args, "batch_size", None) or 1,
-        device=device,
-        progress=sys.stderr.isatty(),
-    )
-    gt = dataset.to_coco()
-    summary = {t: coco_summary(gt, results, t) for t in ("segm", "bbox")}
-    for t, s in summary.items():
-        print(
-            f"{t}: AP {s['AP']:.4f}  AP50 {s['AP50']:.4f}  AP75 {s['AP75']:.4f}  APs {s['APs']:.4f}  APm {s['APm']:.4f}  APl {s['APl']:.4f}"
-        )
-    if getattr(args, "json", None):
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    **summary["segm"],  # the same top-level keys as `instseg eval GT PRED`
-                    "iou_type": "segm",
-                    "model": meta.get("path"),
-                    "data": str(args.data),
-                    **summary,
-                    "num_detections": len(results),
-                },
-                indent=1,
-            )
-        )
-    return 0
 
 
 def check_categories(meta: dict[str, Any], dataset: InstanceDataset, source: Any) -> None:

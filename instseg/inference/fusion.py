@@ -15,16 +15,17 @@ weighted boxes fusion (Solovyev et al., 2021) fuses boxes of an ensemble:
 4. with ``agreement`` ``p > 0`` that score is multiplied by ``a ** p``, ``a`` the mean mask
    IoU of the members with the fused mask (1 for a cluster of one): views that disagree on
    an object's outline mark an uncertain mask, and COCO AP rewards ranking those lower.
-   Calibration (``engine.calibrate``) chooses ``p`` among :data:`AGREEMENT_CANDIDATES`.
+   Calibration (:mod:`.calibrate`) chooses ``p`` among :data:`AGREEMENT_CANDIDATES`.
+
+:class:`~instseg.inference.tta.ScaleTTA` produces the views and calls :func:`fuse_instances`.
 
 Masks are bool ``(N, H, W)`` in the image's own pixels; boxes xyxy (x2/y2 exclusive).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -38,16 +39,12 @@ __all__ = [
     "AGREEMENT_CANDIDATES",
     "FUSION_IOU",
     "Fused",
-    "check_scales",
     "fuse_clusters",
     "fuse_instances",
-    "predict_scales",
     "rank_fused",
-    "scaled",
 ]
 
-#: mask IoU at which detections of different views are taken for one object (DSB nuclei,
-#: one checkpoint, 3 scales: 0.5 / 0.6 / 0.7 -> segm AP 0.391 / 0.393 / 0.393; bench/README.md)
+#: mask IoU at which detections of different views are taken for one object
 FUSION_IOU = 0.6
 
 #: agreement powers ``p`` tried by calibration (0: the members' score sum alone)
@@ -181,62 +178,3 @@ def fuse_instances(
         _check_sets(sets)  # fuse_clusters checks the sets it fuses
         return sets[0]
     return rank_fused(fuse_clusters(sets, iou, vote), agreement, max_detections)
-
-
-def _scale_owner(model: Any) -> Any:
-    """The object whose ``input_scale`` sets ``model``'s inference scale (Mask R-CNN: its
-    transform; SOLOv2: itself)."""
-    transform = getattr(model, "transform", None)
-    owner = transform if hasattr(transform, "input_scale") else model
-    if getattr(owner, "input_scale", None) is None:
-        raise ValueError(
-            f"scale TTA needs a fixed-scale model (input_scale set); {type(model).__name__} "
-            "resizes every image's short side to min_size"
-        )
-    return owner
-
-
-def check_scales(factors: Sequence[float]) -> tuple[float, ...]:
-    """Validated scale factors (each > 0, no repeats) as a tuple; ``()`` turns scale TTA off."""
-    out = tuple(float(f) for f in factors)
-    if any(not f > 0.0 for f in out):
-        raise ValueError(f"scale factors must be > 0, got {list(out)}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"scale factors repeat: {list(out)}")
-    return out
-
-
-@contextlib.contextmanager
-def scaled(model: Any, factor: float) -> Iterator[None]:
-    """Within the block ``model`` infers at ``factor`` x its ``input_scale`` and without
-    scale TTA (``tta_scales`` empty), so ``model.predict`` is one view."""
-    owner = _scale_owner(model)
-    base, scales = owner.input_scale, model.tta_scales
-    owner.input_scale, model.tta_scales = float(base) * float(factor), ()
-    try:
-        yield
-    finally:
-        owner.input_scale, model.tta_scales = base, scales
-
-
-def predict_scales(
-    model: Any,
-    images: list[torch.Tensor],
-    factors: Sequence[float],
-    max_detections: int,
-    iou: float = FUSION_IOU,
-    vote: float = 0.5,
-    agreement: float = 0.0,
-) -> list[Instances]:
-    """Multi-scale TTA of a fixed-scale model (``input_scale``; Mask R-CNN or SOLOv2, with
-    their flip ``tta`` inside each scale): ``model.predict`` once per factor of its
-    ``input_scale``, the sets of each image fused by :func:`fuse_instances` (``agreement``:
-    its step-4 power)."""
-    per_view = []
-    for f in check_scales(factors):
-        with scaled(model, f):
-            per_view.append(model.predict(images))
-    return [
-        fuse_instances([v[i] for v in per_view], iou, vote, max_detections, agreement)
-        for i in range(len(images))
-    ]

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from instseg.data.io import read_image, to_rgb_uint8
+from instseg.inference.tta import with_tta
 from instseg.structures import Instances
 
 __all__ = ["ImageInput", "Predictor", "load_input", "resolve_device"]
@@ -84,7 +85,10 @@ class Predictor:
     ``mask_threshold``, when given, are set on the model (it is changed in place) and the
     returned instances are filtered by them as well. ``batch_size`` images go through one
     forward pass. ``class_names`` / ``cat_ids`` (a label's dataset category id) default to the
-    checkpoint's, else ``"0".."K-1"`` and ``1..K``.
+    checkpoint's, else ``"0".."K-1"`` and ``1..K``. ``tta`` (flips ``"h" "v" "hv"``),
+    ``tta_scales`` (factors of a fixed-scale model's input scale), ``tta_agreement`` and
+    ``box_refine`` wrap the model for test-time augmentation (:func:`.tta.with_tta`):
+    ``self.model`` stays the model, ``self.runner`` is what predicts.
     """
 
     def __init__(
@@ -97,6 +101,11 @@ class Predictor:
         mask_threshold: float | None = None,
         class_names: Sequence[str] | None = None,
         cat_ids: Sequence[int] | None = None,
+        *,
+        tta: str = "none",
+        tta_scales: Sequence[float] = (),
+        tta_agreement: float = 0.0,
+        box_refine: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -112,6 +121,7 @@ class Predictor:
             )
         model.eval()
         self.model: Any = model
+        self.runner: Any = with_tta(model, tta, tta_scales, tta_agreement, box_refine)
         self.batch_size = int(batch_size)
         self.score_threshold = score_threshold
         self.max_detections = max_detections
@@ -160,7 +170,7 @@ class Predictor:
         for i in range(0, len(images), self.batch_size):
             chunk = images[i : i + self.batch_size]
             with torch.inference_mode():
-                preds = self.model.predict([_to_tensor(im, self.device) for im in chunk])
+                preds = self.runner.predict([_to_tensor(im, self.device) for im in chunk])
             if len(preds) != len(chunk):
                 raise RuntimeError(f"model returned {len(preds)} results for {len(chunk)} images")
             out += [self._finish(p, im.shape[:2]) for p, im in zip(preds, chunk)]

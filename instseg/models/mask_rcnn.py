@@ -9,6 +9,9 @@ state dicts load with ``strict=True``), plus:
   inside a crowd box are neither positives nor negatives.
 * ``predict(images) -> list[Instances]`` in original image coordinates, masks thresholded.
 * a fixed-scale input mode (``input_scale``) besides torchvision's short-side resize.
+* a public tensor API that test-time augmentation, calibration and export wrap:
+  ``forward_raw(images) -> MaskRCNNRaw`` (detections with soft 28 x 28 masks) and
+  ``postprocess(raw, MaskPostConfig) -> list[Instances]``; ``predict`` is the two in a row.
 
 Images are float (3, H, W) RGB in [0, 1]; boxes xyxy absolute pixels; labels 0..K-1 (the
 torchvision detector inside uses K + 1 classes, 0 = background).
@@ -17,8 +20,10 @@ torchvision detector inside uses K + 1 classes, 0 = background).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,10 +40,31 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import MultiScaleRoIAlign
 
 from instseg.models.mask_rcnn_crowd import CrowdAwareRoIHeads, CrowdAwareRPN
-from instseg.models.mask_rcnn_tta import check_flips, predict_augmented
 from instseg.structures import Instances
 
-__all__ = ["MaskRCNN"]
+__all__ = ["MaskPostConfig", "MaskRCNN", "MaskRCNNRaw"]
+
+
+@dataclass(frozen=True)
+class MaskPostConfig:
+    """Mask post-processing of :meth:`MaskRCNN.postprocess` (the score threshold and the
+    detection cap act earlier, in the RoI heads)."""
+
+    mask_threshold: float = 0.5
+    mask_scoring: bool = False  # score x mean mask probability inside the mask
+    mask_chunk: int = 32  # masks pasted at a time
+
+
+@dataclass
+class MaskRCNNRaw:
+    """A batch's detections before mask pasting (:meth:`MaskRCNN.forward_raw`): per image
+    torchvision's dict (``boxes`` xyxy in network-input pixels, ``scores``, ``labels`` 1..K,
+    soft ``masks`` (N, 1, 28, 28) of the detected class), the network-input and original
+    sizes."""
+
+    detections: list[dict[str, Tensor]]
+    input_sizes: list[tuple[int, int]]
+    image_sizes: list[tuple[int, int]]
 
 
 class _Transform(GeneralizedRCNNTransform):
@@ -79,6 +105,19 @@ class _Transform(GeneralizedRCNNTransform):
             target["boxes"] = resize_boxes(target["boxes"], (h, w), tuple(image.shape[-2:]))
         return image, target
 
+    def at_scale(self, input_scale: float | None) -> _Transform:
+        """This transform, or a shallow copy of it at another fixed ``input_scale``."""
+        if input_scale is None:
+            return self
+        if self.input_scale is None:
+            raise ValueError(
+                "another input scale needs a fixed-scale model (input_scale set); this one "
+                "resizes every image's short side to min_size"
+            )
+        out = copy.copy(self)
+        out.input_scale = float(input_scale)
+        return out
+
 
 def _check_images(images: Sequence[Tensor]) -> None:
     for i, img in enumerate(images):
@@ -116,12 +155,13 @@ class MaskRCNN(GeneralizedRCNN):
     ``mask_scoring``: a detection's score is its class score times its mask's confidence
     (the mean probability over the pixels above ``mask_threshold``: SOLOv2's "maskness"), so
     detections with vague masks rank lower (off: torchvision's scores, e.g. to reproduce
-    its detections). ``tta`` (``"none" "h" "v" "hv"``: flips averaged per RoI) and
-    ``box_refine`` (extra box-head passes) switch ``predict`` to ``mask_rcnn_tta``. Other
-    arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``, ``max_detections``,
-    ``mask_threshold``, ``mask_scoring``, ``tta`` and ``box_refine`` are also attributes that
-    can be changed after construction.
+    its detections). Other arguments mirror torchvision's ``MaskRCNN``; ``score_threshold``,
+    ``max_detections``, ``mask_threshold`` and ``mask_scoring`` are also attributes that can
+    be changed after construction.
     """
+
+    #: model family (the zoo's and the test-time augmentation wrappers' key)
+    family = "maskrcnn"
 
     def __init__(
         self,
@@ -159,8 +199,6 @@ class MaskRCNN(GeneralizedRCNN):
         mask_threshold: float = 0.5,
         mask_scoring: bool = False,
         crowd_ioa_threshold: float = 0.5,
-        tta: str = "none",
-        box_refine: int = 0,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -216,12 +254,6 @@ class MaskRCNN(GeneralizedRCNN):
         self.num_classes = num_classes
         self.mask_threshold = mask_threshold
         self.mask_scoring = mask_scoring
-        check_flips(tta)
-        self.tta, self.box_refine = tta, int(box_refine)
-        #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
-        self.tta_scales: tuple[float, ...] = ()
-        #: power of the views' mask agreement in fused scores (inference.fusion, step 4)
-        self.tta_agreement = 0.0
         self.config: dict[str, Any] = {}
 
     # -- thresholds (live in torchvision's RoIHeads) -------------------------------------
@@ -240,6 +272,11 @@ class MaskRCNN(GeneralizedRCNN):
     @max_detections.setter
     def max_detections(self, value: int) -> None:
         self.roi_heads.detections_per_img = int(value)
+
+    @property
+    def input_scale(self) -> float | None:
+        """The fixed input scale (``None``: torchvision's short-side resize)."""
+        return self.transform.input_scale
 
     # -- training ---------------------------------------------------------------------------
     def _prepare_targets(
@@ -299,73 +336,92 @@ class MaskRCNN(GeneralizedRCNN):
             _, det_losses = self.roi_heads(features, proposals, image_list.image_sizes, tv_targets)
         return {**rpn_losses, **det_losses}
 
-    # -- inference --------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, images: list[Tensor], mask_chunk: int = 32) -> list[Instances]:
-        """One ``Instances`` per image, in its original coordinates (tensors on the CPU).
-
-        boxes xyxy, masks bool (N, H, W) (soft masks > ``mask_threshold``), labels 0..K-1,
-        scores descending. Same detections as torchvision's ``model(images)`` in eval mode
-        (unless ``tta``/``box_refine`` are set: then ``mask_rcnn_tta.predict_augmented``;
-        with ``tta_scales``, that at each scale and the detections fused: ``inference.fusion``).
-        """
-        if not images:
-            return []
-        _check_images(images)
-        if self.tta_scales:
-            from instseg.inference.fusion import predict_scales
-
-            return predict_scales(
-                self, images, self.tta_scales, self.max_detections, agreement=self.tta_agreement
-            )
-        if self.tta != "none" or self.box_refine > 0:
-            return predict_augmented(self, images, self.tta, self.box_refine, mask_chunk)
-        device = next(self.parameters()).device
-        images = [im.to(device) for im in images]
+    # -- inference: the public tensor API ---------------------------------------------------
+    @contextlib.contextmanager
+    def inference_modes(self) -> Iterator[None]:
+        """Every submodule in eval mode within the block, restored after."""
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            image_list, _ = self.transform(images)
-            features = self.backbone(image_list.tensors)
-            proposals, _ = self.rpn(image_list, features)
-            detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+            yield
         finally:
             for m, flag in modes:
                 m.training = flag
+
+    @torch.no_grad()
+    def forward_raw(self, images: list[Tensor], input_scale: float | None = None) -> MaskRCNNRaw:
+        """Float images ``(3, H, W)`` in [0, 1] -> torchvision's detections before mask pasting
+        (:class:`MaskRCNNRaw`), at the model's input scale or ``input_scale`` (a fixed-scale
+        model only). Runs in eval mode whatever the module mode."""
+        _check_images(images)
+        device = next(self.parameters()).device
+        images = [im.to(device) for im in images]
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        with self.inference_modes():
+            image_list, _ = self.transform.at_scale(input_scale)(images)
+            features = self.backbone(image_list.tensors)
+            proposals, _ = self.rpn(image_list, features)
+            detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        input_sizes = [(int(h), int(w)) for h, w in image_list.image_sizes]
+        return MaskRCNNRaw(detections, input_sizes, sizes)
+
+    def post_config(self) -> MaskPostConfig:
+        """The mask post-processing settings from this model's attributes."""
+        return MaskPostConfig(self.mask_threshold, self.mask_scoring)
+
+    def postprocess(
+        self, raw: MaskRCNNRaw, cfg: MaskPostConfig | None = None, cache: bool = False
+    ) -> list[Instances]:
+        """Raw detections -> one ``Instances`` per image in its original coordinates (CPU):
+        masks pasted and thresholded, scores descending (times the mask confidence with
+        ``mask_scoring``). ``cache`` is accepted for the common post-processing API (nothing
+        here is worth keeping between thresholds)."""
+        cfg = cfg or self.post_config()
         return [
-            self._postprocess(det, in_size, size, mask_chunk)
-            for det, in_size, size in zip(detections, image_list.image_sizes, sizes)
+            paste_detections(det, in_size, size, cfg)
+            for det, in_size, size in zip(raw.detections, raw.input_sizes, raw.image_sizes)
         ]
 
-    def _postprocess(
-        self, det: dict[str, Tensor], in_size: tuple[int, int], size: tuple[int, int], chunk: int
-    ) -> Instances:
-        """torchvision's detections of one image (input coordinates, soft (N, 1, 28, 28) masks)
-        -> ``Instances`` in the original ``size``, masks pasted and thresholded, scores
-        descending (times the mask confidence with ``mask_scoring``)."""
-        boxes = resize_boxes(det["boxes"], in_size, size)
-        scores, soft = det["scores"], det["masks"]
-        masks = torch.zeros((len(boxes), *size), dtype=torch.bool)
-        confidence = torch.ones_like(scores)
-        for i in range(0, len(boxes), chunk):
-            pasted = paste_masks_in_image(soft[i : i + chunk], boxes[i : i + chunk], size)[:, 0]
-            binary = pasted > self.mask_threshold
-            if self.mask_scoring:
-                inside = (pasted * binary).flatten(1).sum(1)
-                confidence[i : i + chunk] = inside / binary.flatten(1).sum(1).clamp(min=1)
-            masks[i : i + chunk] = binary.cpu()
-        scores = scores * confidence
-        order = torch.sort(scores, descending=True, stable=True).indices.cpu()
-        if not torch.equal(order, torch.arange(len(order))):  # torchvision's order is kept
-            masks = masks[order]  # unless mask scores reorder: only then copy the stack
-        return Instances(
-            image_size=size,
-            boxes=boxes[order].cpu(),
-            labels=(det["labels"][order] - 1).cpu(),
-            scores=scores[order].cpu(),
-            masks=masks,
-        )
+    @torch.no_grad()
+    def predict(self, images: list[Tensor]) -> list[Instances]:
+        """One ``Instances`` per image, in its original coordinates (tensors on the CPU).
+
+        boxes xyxy, masks bool (N, H, W) (soft masks > ``mask_threshold``), labels 0..K-1,
+        scores descending. Same detections as torchvision's ``model(images)`` in eval mode.
+        """
+        if not images:
+            return []
+        return self.postprocess(self.forward_raw(images))
+
+
+def paste_detections(
+    det: dict[str, Tensor], in_size: tuple[int, int], size: tuple[int, int], cfg: MaskPostConfig
+) -> Instances:
+    """torchvision's detections of one image (input coordinates, soft (N, 1, 28, 28) masks)
+    -> ``Instances`` in the original ``size``, masks pasted and thresholded, scores
+    descending (times the mask confidence with ``mask_scoring``)."""
+    boxes = resize_boxes(det["boxes"], in_size, size)
+    scores, soft, chunk = det["scores"], det["masks"], cfg.mask_chunk
+    masks = torch.zeros((len(boxes), *size), dtype=torch.bool)
+    confidence = torch.ones_like(scores)
+    for i in range(0, len(boxes), chunk):
+        pasted = paste_masks_in_image(soft[i : i + chunk], boxes[i : i + chunk], size)[:, 0]
+        binary = pasted > cfg.mask_threshold
+        if cfg.mask_scoring:
+            inside = (pasted * binary).flatten(1).sum(1)
+            confidence[i : i + chunk] = inside / binary.flatten(1).sum(1).clamp(min=1)
+        masks[i : i + chunk] = binary.cpu()
+    scores = scores * confidence
+    order = torch.sort(scores, descending=True, stable=True).indices.cpu()
+    if not torch.equal(order, torch.arange(len(order))):  # torchvision's order is kept
+        masks = masks[order]  # unless mask scores reorder: only then copy the stack
+    return Instances(
+        image_size=size,
+        boxes=boxes[order].cpu(),
+        labels=(det["labels"][order] - 1).cpu(),
+        scores=scores[order].cpu(),
+        masks=masks,
+    )
 
 
 def _json_config(name: str, num_classes: int, overrides: dict[str, Any]) -> dict[str, Any]:

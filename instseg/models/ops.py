@@ -17,12 +17,8 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 __all__ = [
-    "FLIPS",
-    "TRANSPOSED",
     "assign_targets",
     "binary_mask_iou",
-    "check_flips",
-    "check_views",
     "center_of_mass",
     "center_regions",
     "grid_shapes",
@@ -33,40 +29,6 @@ __all__ = [
     "matrix_nms",
     "points_nms",
 ]
-
-
-#: flip TTA view sets: (mirror x, mirror y) per view; the first view is always the image itself
-FLIPS: dict[str, tuple[tuple[bool, bool], ...]] = {
-    "none": ((False, False),),
-    "h": ((False, False), (True, False)),
-    "v": ((False, False), (False, True)),
-    "hv": ((False, False), (True, False), (False, True), (True, True)),
-}
-
-
-#: view sets that also transpose (swap H and W; SOLOv2 only): name -> the flips transposed
-#: too. ``"hvt"``: the four flips of ``"hv"`` and each transposed, the 8 symmetries of a square
-TRANSPOSED: dict[str, str] = {"hvt": "hv"}
-
-
-def check_flips(flips: str) -> tuple[tuple[bool, bool], ...]:
-    """The views of a TTA view set name (``"none" "h" "v" "hv"``); ValueError names the others."""
-    if flips not in FLIPS:
-        raise ValueError(f"tta: unknown view set {flips!r}; choose from {', '.join(FLIPS)}")
-    return FLIPS[flips]
-
-
-def check_views(views: str) -> tuple[tuple[bool, bool, bool], ...]:
-    """``(flip x, flip y, transpose)`` of every view of a set: a :data:`FLIPS` name (no
-    transpose) or a :data:`TRANSPOSED` one (each flip, then each flip transposed); ValueError
-    names the sets."""
-    if views in TRANSPOSED:
-        flips = FLIPS[TRANSPOSED[views]]
-        return tuple((fx, fy, t) for t in (False, True) for fx, fy in flips)
-    if views not in FLIPS:
-        known = ", ".join([*FLIPS, *TRANSPOSED])
-        raise ValueError(f"tta: unknown view set {views!r}; choose from {known}")
-    return tuple((fx, fy, False) for fx, fy in FLIPS[views])
 
 
 # -- NMS ------------------------------------------------------------------------------------

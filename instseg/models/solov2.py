@@ -8,8 +8,7 @@ Reading order, image -> masks:
     3. :class:`SOLOv2Head` (:mod:`solov2_heads`): per level, features (+2 CoordConv
        channels) resized to an ``S x S`` grid (or fixed-size cells: ``grid_canvas``,
        :meth:`SOLOv2.grid_shapes`);
-       a category branch gives ``(B, K, S, S)`` class logits (``K + 1`` with ``mask_quality``:
-       a learned mask-IoU logit per cell, from the kernel branch), a kernel branch
+       a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
        :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask; +3
        with ``center_votes``: the cell's object center and a sharpness).
@@ -17,12 +16,15 @@ Reading order, image -> masks:
        ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``;
        +2 channels with ``center_votes``: each pixel's offset to its object's center).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
-    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ BCE of
-       the quality logits against the masks' own IoUs; + L1 of the center votes);
-       inference: 2x2 point NMS on cell scores (``point_nms``), then :mod:`solov2_post` (top-k,
-       min-area filter, rescoring x the predicted quality, Matrix NMS, upsample to the original
-       size); flip (and transpose) TTA (``tta``) averages the views cell by cell
-       (:mod:`solov2_tta`).
+    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ L1 of
+       the center votes); inference: 2x2 point NMS on cell scores (``point_nms``), then
+       :mod:`solov2_post` (top-k, min-area filter, maskness rescoring, Matrix NMS, upsample to
+       the original size).
+
+Public tensor API (what test-time augmentation, calibration and export wrap):
+``preprocess`` -> ``network`` -> ``decode`` (together ``forward_raw``: a :class:`SOLOv2Raw`)
+-> ``postprocess`` (``list[Instances]``); ``predict`` is the two in a row, ``detect`` the
+tensors-only equivalent.
 
 Conventions: boxes xyxy absolute pixels; masks bool ``(N, H, W)``; labels 0..K-1.
 """
@@ -39,7 +41,7 @@ from torch import Tensor, nn
 from instseg.models import ops, solov2_prior, solov2_targets
 from instseg.models.dice import dice_loss_logits
 from instseg.models.solov2_heads import MaskFeatureHead, SOLOv2Head
-from instseg.models.solov2_post import UPSAMPLE_MODES, PostConfig, postprocess
+from instseg.models.solov2_post import PostConfig, SOLOv2Raw, postprocess_batch
 from instseg.structures import Instances
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "MaskFeatureHead",
     "SOLOv2",
     "SOLOv2Head",
+    "SOLOv2Raw",
     "to_instances",
 ]  # the heads live in solov2_heads (re-exported here)
 
@@ -66,6 +69,8 @@ class SOLOv2(nn.Module):
 
     image_mean: Tensor
     image_std: Tensor
+    #: model family (the zoo's and the test-time augmentation wrappers' key)
+    family = "solov2"
 
     def __init__(
         self,
@@ -103,51 +108,24 @@ class SOLOv2(nn.Module):
         grid_canvas: int | None = None,
         mask_stride: int = 4,
         point_nms: bool = True,
-        tta: str = "none",
-        mask_quality: bool = False,
-        quality_loss_weight: float = 1.0,
         center_votes: bool = False,
         vote_loss_weight: float = 1.0,
-        mask_upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if not (len(num_grids) == len(scale_ranges) == len(strides) == 5):
             raise ValueError(
                 "SOLOv2 needs 5 levels: num_grids, scale_ranges and strides of length 5"
             )
+        if train_input_scale is not None and input_scale is None:
+            raise ValueError("train_input_scale needs input_scale (the fixed-scale mode)")
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.config: dict[str, Any] = {}
-        channels = int(backbone.out_channels)  # type: ignore[arg-type]
-        self.position_prior = bool(position_prior)
-        extra = solov2_prior.NUM_COEFS if self.position_prior else 0
         # center votes: pixels vote for their object's center, cells predict theirs and a
         # sharpness; the mask logit falls with the distance between the two (solov2_prior)
-        self.center_votes, self.vote_loss_weight = bool(center_votes), vote_loss_weight
-        extra += solov2_prior.NUM_VOTE_PARAMS if self.center_votes else 0
-        # learned mask quality: an extra cate channel (the cell's predicted mask IoU), trained
-        # on positive cells against the detached IoU of their own masks, multiplied into the
-        # score at inference (Mask Scoring R-CNN's idea; the class score ranks masks poorly)
-        self.mask_quality, self.quality_loss_weight = bool(mask_quality), quality_loss_weight
-        self.head = SOLOv2Head(
-            channels, num_classes, head_channels, stacked_convs, kernel_channels + extra,
-            quality=self.mask_quality,
-        )  # fmt: skip
-        bias = self.head.kernel_pred.bias
-        assert bias is not None
-        if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
-            nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
-        if self.center_votes:  # a mild vote term at first (softplus(-1) = 0.31)
-            nn.init.constant_(bias[kernel_channels + extra - 3], -1.0)
-        if mask_stride not in (2, 4):
-            raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
-        self.mask_stride = int(mask_stride)
-        stem = int(getattr(backbone, "stem_channels", 0)) if mask_stride == 2 else 0
-        if mask_stride == 2 and stem == 0:
-            raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
-        self.mask_head = MaskFeatureHead(
-            channels, mask_channels, kernel_channels, stem_channels=stem, votes=self.center_votes
-        )
+        self.position_prior, self.center_votes = bool(position_prior), bool(center_votes)
+        self.vote_loss_weight = vote_loss_weight
+        self._build_heads(head_channels, stacked_convs, kernel_channels, mask_channels, mask_stride)
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
         self.prior_units = solov2_prior.prior_units(self.scale_ranges)
@@ -156,8 +134,6 @@ class SOLOv2(nn.Module):
         self.strides = tuple(int(s) for s in strides)
         self.sigma = sigma
         self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
-        if train_input_scale is not None and input_scale is None:
-            raise ValueError("train_input_scale needs input_scale (the fixed-scale mode)")
         # losses() may resize by another fixed factor than predict() (cheaper CPU steps; the
         # fixed-size cells and pixel-unit prior see the same geometry at both scales)
         self.input_scale, self.train_input_scale = input_scale, train_input_scale
@@ -168,31 +144,53 @@ class SOLOv2(nn.Module):
         self.score_threshold, self.mask_threshold = score_threshold, mask_threshold
         self.nms_pre, self.update_threshold = nms_pre, update_threshold
         self.max_detections = max_detections
-        if mask_upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"mask_upsample: one of {UPSAMPLE_MODES}, got {mask_upsample!r}")
-        self.mask_upsample = mask_upsample
         self.nms_kernel, self.nms_sigma = nms_kernel, nms_sigma
         # SOLO's 2x2 max filter on cell scores; off for crowded small objects, whose
         # neighbouring cells hold different objects (Matrix NMS removes duplicates anyway)
         self.point_nms = bool(point_nms)
-        ops.check_views(tta)
-        self.tta = tta  # flip / transpose TTA views in predict (solov2_tta); detect never does
-        #: scale TTA in predict: factors of input_scale, detections fused (inference.fusion)
-        self.tta_scales: tuple[float, ...] = ()
-        #: power of the views' mask agreement in fused scores (inference.fusion, step 4)
-        self.tta_agreement = 0.0
-        # NHWC convolutions: 1.2-1.4x faster CPU inference (oneDNN) in our runs; fine on GPU
+        # NHWC convolutions: faster CPU inference (oneDNN); fine on GPU
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    def _build_heads(
+        self, head_channels: int, stacked_convs: int, kernel_channels: int, mask_channels: int,
+        mask_stride: int,
+    ) -> None:  # fmt: skip
+        """The category / kernel head and the mask-feature head, with the kernel channels of
+        the position prior and the center votes."""
+        channels = int(self.backbone.out_channels)  # type: ignore[arg-type]
+        extra = solov2_prior.NUM_COEFS if self.position_prior else 0
+        extra += solov2_prior.NUM_VOTE_PARAMS if self.center_votes else 0
+        self.head = SOLOv2Head(
+            channels, self.num_classes, head_channels, stacked_convs, kernel_channels + extra
+        )
+        bias = self.head.kernel_pred.bias
+        assert bias is not None
+        if self.position_prior:  # start as a mild round bump on each cell (a_xx = a_yy = -1)
+            nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
+        if self.center_votes:  # a mild vote term at first (softplus(-1) = 0.31)
+            nn.init.constant_(bias[kernel_channels + extra - 3], -1.0)
+        if mask_stride not in (2, 4):
+            raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
+        self.mask_stride = int(mask_stride)
+        stem = int(getattr(self.backbone, "stem_channels", 0)) if mask_stride == 2 else 0
+        if mask_stride == 2 and stem == 0:
+            raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
+        self.mask_head = MaskFeatureHead(
+            channels, mask_channels, kernel_channels, stem_channels=stem, votes=self.center_votes
+        )
+
     # -- shared pieces ----------------------------------------------------------------------
-    def _preprocess(
-        self, images: list[Tensor], train: bool = False
+    def preprocess(
+        self, images: list[Tensor], input_scale: float | None = None, train: bool = False
     ) -> tuple[Tensor, list[tuple[int, int]]]:
         """Images ``(3, H, W)`` in [0, 1] -> padded batch ``(B, 3, Hp, Wp)`` and resized sizes
-        (``train``: at ``train_input_scale`` when set)."""
-        fixed = self.train_input_scale if train and self.train_input_scale else self.input_scale
+        (``input_scale`` instead of the model's fixed scale, e.g. for scale test-time
+        augmentation; ``train``: at ``train_input_scale`` when set)."""
+        fixed = self.input_scale if input_scale is None else input_scale
+        if train and self.train_input_scale:
+            fixed = self.train_input_scale
         if len(images) == 0:
             raise ValueError("SOLOv2: empty image list")
         resized, sizes = [], []
@@ -225,7 +223,9 @@ class SOLOv2(nn.Module):
         crops sees the same cells on whole images of any size."""
         return ops.grid_shapes(self.num_grids, padded, self.grid_canvas)
 
-    def _forward(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    def network(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Padded batch ``(B, 3, Hp, Wp)`` -> per level class logits ``(B, K, rows, cols)`` and
+        kernels ``(B, E', rows, cols)``, and the mask features ``(B, E, Hp/s, Wp/s)``."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         out = self.backbone(batch)
@@ -238,7 +238,7 @@ class SOLOv2(nn.Module):
         cates, kernels = self.head(feats, self.grid_shapes((batch.shape[-2], batch.shape[-1])))
         return cates, kernels, self.mask_head(feats[:4], stem if self.mask_stride == 2 else None)
 
-    def _mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
+    def mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
         """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` (``h = Hp / mask_stride``)
         (``E + 2`` channels with ``center_votes``) -> the two sides of the mask matmul:
         ``(B, C, E'')`` and ``(B, E'', h, w)`` (the position prior adds 6:
@@ -253,17 +253,13 @@ class SOLOv2(nn.Module):
             self.position_prior, self.center_votes,
         )  # fmt: skip
 
-    def cell_scores(self, probs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
-        """Per-level cate probabilities ``(B, K[+1], S, S)`` -> class scores ``(B, C, K)``
-        (2x2 point NMS when ``point_nms``) and, with ``mask_quality``, the cells' predicted
-        mask IoUs ``(B, C)`` (else ``None``)."""
-        k = self.num_classes
-        cls = [ops.points_nms(p[:, :k]) if self.point_nms else p[:, :k] for p in probs]
-        if not self.mask_quality:
-            return self._flatten(cls), None
-        return self._flatten(cls), self._flatten([p[:, k:] for p in probs])[..., 0]
+    def cell_scores(self, probs: list[Tensor]) -> Tensor:
+        """Per-level class probabilities ``(B, K, S, S)`` -> class scores ``(B, C, K)`` (2x2
+        point NMS when ``point_nms``)."""
+        return self.flatten([ops.points_nms(p) if self.point_nms else p for p in probs])
 
-    def _flatten(self, preds: list[Tensor]) -> Tensor:
+    @staticmethod
+    def flatten(preds: list[Tensor]) -> Tensor:
         """Per-level ``(B, C, S, S)`` -> ``(B, sum S^2, C)`` (cell index ``r * S + c``)."""
         return torch.cat(
             [p.permute(0, 2, 3, 1).reshape(p.shape[0], -1, p.shape[1]) for p in preds], 1
@@ -310,22 +306,18 @@ class SOLOv2(nn.Module):
 
     def losses(self, images: list[Tensor], targets: list[Instances]) -> dict[str, Tensor]:
         """``{"loss_cate", "loss_mask"}`` scalars: focal loss over all cells / (positives + 1),
-        Dice loss averaged over positive cells; with ``mask_quality`` also ``"loss_quality"``:
-        BCE of the quality logits of positive cells against their masks' IoU (at 0.5, mask
-        scale, no gradient through the IoU); with ``center_votes`` ``"loss_vote"``: L1 of the
+        Dice loss averaged over positive cells; with ``center_votes`` also ``"loss_vote"``: L1 of the
         predicted center offsets on foreground pixels (:func:`solov2_prior.vote_targets`).
         Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
-        batch, sizes = self._preprocess(images, train=True)
-        cates, kernels, mask_feat = self._forward(batch)
-        cate_flat = self._flatten(cates)
-        quality = cate_flat[..., self.num_classes] if self.mask_quality else None
-        cate_flat = cate_flat[..., : self.num_classes]
+        batch, sizes = self.preprocess(images, train=True)
+        cates, kernels, mask_feat = self.network(batch)
+        cate_flat = self.flatten(cates)
         votes = mask_feat[:, -2:] if self.center_votes else None
-        kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
+        kernel_flat, mask_feat = self.mask_operands(self.flatten(kernels), mask_feat)
         padded = (batch.shape[-2], batch.shape[-1])
-        labels, dice, q_logits, q_targets = [], [], [], []
+        labels, dice = [], []
         vote_sum, vote_pixels = batch.new_zeros(()), 0
         for b, (target, size) in enumerate(zip(targets, sizes)):
             cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
@@ -339,11 +331,6 @@ class SOLOv2(nn.Module):
             if bool(pos.any()):
                 logits = (kernel_flat[b][pos] @ mask_feat[b].flatten(1)).float()  # fp32 Dice sums
                 dice.append(dice_loss_logits(logits, soft, cell_gt[pos]))
-                if quality is not None:
-                    q_logits.append(quality[b][pos].float())
-                    fg = (logits.detach() > 0).view(-1, *mask_feat.shape[-2:])  # p > 0.5
-                    hit = ops.binary_mask_iou(fg, soft[cell_gt[pos]] > 0.5)
-                    q_targets.append(hit)
         all_labels = torch.cat(labels)
         num_pos = int(((all_labels >= 0) & (all_labels < self.num_classes)).sum())
         focal = ops.focal_loss(
@@ -355,43 +342,51 @@ class SOLOv2(nn.Module):
         else:  # keep every head parameter in the graph
             loss_mask = 0.0 * (kernel_flat.sum() + mask_feat.sum())
         out = {"loss_cate": loss_cate, "loss_mask": loss_mask}
-        if quality is not None:
-            if q_logits:
-                bce = F.binary_cross_entropy_with_logits(torch.cat(q_logits), torch.cat(q_targets))
-                out["loss_quality"] = self.quality_loss_weight * bce
-            else:
-                out["loss_quality"] = 0.0 * quality.sum()
         if votes is not None:  # mean L1 per foreground pixel (both offsets summed)
             vote_sum = vote_sum + 0.0 * votes.sum()  # keeps the head in the graph
             out["loss_vote"] = self.vote_loss_weight * vote_sum / max(vote_pixels, 1)
         return out
 
-    # -- inference --------------------------------------------------------------------------
-    @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
-    def predict(self, images: list[Tensor]) -> list[Instances]:
-        """One :class:`Instances` per image in its original coordinates (bool masks
-        ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending). With ``tta``
-        set (``"h" "v" "hv" "hvt"``), flip / transpose TTA (:mod:`solov2_tta`); with
-        ``tta_scales``, that at each scale and the detections fused (:mod:`inference.fusion`)."""
-        if self.tta_scales:
-            from instseg.inference.fusion import predict_scales
+    # -- inference: the public tensor API ---------------------------------------------------
+    def decode(
+        self,
+        outputs: tuple[list[Tensor], list[Tensor], Tensor],
+        padded: tuple[int, int],
+        sizes: list[tuple[int, int]],
+        image_sizes: list[tuple[int, int]],
+    ) -> SOLOv2Raw:
+        """:meth:`network` outputs of a padded ``(Hp, Wp)`` batch -> :class:`SOLOv2Raw` (one
+        view): cell scores, the mask matmul's operands, the cells' min-area values."""
+        cates, kernels, mask_feat = outputs
+        scores = self.cell_scores([torch.sigmoid(c) for c in cates])
+        kernel_flat, feats = self.mask_operands(self.flatten(kernels), mask_feat)
+        strides = self.cell_strides(padded, feats.device)
+        return SOLOv2Raw(scores, [kernel_flat], [feats], strides, sizes, image_sizes)
 
-            return predict_scales(
-                self, images, self.tta_scales, self.max_detections, agreement=self.tta_agreement
-            )
-        if self.tta != "none":
-            from instseg.models.solov2_tta import detect_augmented
-
-            return to_instances(images, detect_augmented(self, images, self.tta))
-        return to_instances(images, self.detect(images))
+    def forward_raw(self, images: list[Tensor], input_scale: float | None = None) -> SOLOv2Raw:
+        """Images ``(3, H, W)`` in [0, 1] -> the network's raw outputs (:class:`SOLOv2Raw`),
+        at the model's input scale or ``input_scale``. Call under ``torch.no_grad()``."""
+        batch, sizes = self.preprocess(images, input_scale)
+        padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        originals = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        return self.decode(self.network(batch), padded, sizes, originals)
 
     def post_config(self) -> PostConfig:
         """The inference thresholds of :mod:`solov2_post` from this model's attributes."""
         return PostConfig(
             self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
             self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,
-            self.mask_upsample,
         )  # fmt: skip
+
+    def postprocess(
+        self, raw: SOLOv2Raw, cfg: PostConfig | None = None, cache: bool = False
+    ) -> list[Instances]:
+        """Raw outputs -> one :class:`Instances` per image (CPU) in its original coordinates,
+        thresholds ``cfg`` (default :meth:`post_config`). ``cache``: keep and reuse the
+        candidates' mask probabilities in ``raw`` across calls that change only
+        ``mask_threshold`` (e.g. calibration)."""
+        dets = postprocess_batch(raw, cfg or self.post_config(), cache)
+        return to_instances(raw.image_sizes, dets)
 
     def cell_strides(self, padded: tuple[int, int], device: torch.device) -> Tensor:
         """``(C,)`` min-area filter value of every cell (its level's ``strides`` entry)."""
@@ -400,29 +395,24 @@ class SOLOv2(nn.Module):
             [torch.full((r * c,), st, device=device) for (r, c), st in zip(shapes, self.strides)]
         )
 
+    @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
+    def predict(self, images: list[Tensor]) -> list[Instances]:
+        """One :class:`Instances` per image in its original coordinates (bool masks
+        ``(N, H, W)``, xyxy boxes, labels 0..K-1, scores sorted descending)."""
+        return self.postprocess(self.forward_raw(images))
+
     def detect(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Tensors-only inference (what an exporter traces): per image ``(masks (N, H, W)
         bool, boxes (N, 4), labels (N,), scores (N,))`` in original coordinates, on the
-        model's device. Call under ``torch.no_grad()``; :meth:`predict` wraps it."""
-        batch, sizes = self._preprocess(images)
-        cates, kernels, mask_feat = self._forward(batch)
-        scores, quality = self.cell_scores([torch.sigmoid(c) for c in cates])
-        kernel_flat, mask_feat = self._mask_operands(self._flatten(kernels), mask_feat)
-        strides = self.cell_strides((batch.shape[-2], batch.shape[-1]), batch.device)
-        cfg = self.post_config()
-        return [
-            postprocess(scores[b], [kernel_flat[b]], [mask_feat[b]], strides, sizes[b],
-                        img.shape[-2:], cfg, None if quality is None else quality[b])
-            for b, img in enumerate(images)
-        ]  # fmt: skip
+        model's device. Call under ``torch.no_grad()``."""
+        return postprocess_batch(self.forward_raw(images), self.post_config())
 
 
 def to_instances(
-    images: list[Tensor], dets: list[tuple[Tensor, Tensor, Tensor, Tensor]]
+    sizes: list[tuple[int, int]], dets: list[tuple[Tensor, Tensor, Tensor, Tensor]]
 ) -> list[Instances]:
-    """:meth:`SOLOv2.detect` tuples -> :class:`Instances` (on the CPU) of each image's size."""
+    """:meth:`SOLOv2.detect` tuples -> :class:`Instances` (on the CPU) of each image size."""
     out = []
-    for img, (masks, boxes, labels, scores) in zip(images, dets):
-        size = (int(img.shape[-2]), int(img.shape[-1]))
+    for size, (masks, boxes, labels, scores) in zip(sizes, dets):
         out.append(Instances(size, boxes.cpu(), labels.cpu(), scores.cpu(), masks=masks.cpu()))
     return out

@@ -37,10 +37,7 @@ class SOLOv2Head(nn.Module):
 
     ``forward(feats, shapes)`` takes 5 maps ``(B, C, H_l, W_l)`` and the grid ``(rows, cols)``
     of each level (``S_l x S_l``, see :meth:`SOLOv2.grid_shapes`) and returns per level
-    ``cate (B, K, rows, cols)`` logits and ``kernels (B, E, rows, cols)``. With ``quality``,
-    ``cate`` has ``K + 1`` channels: the last is a mask-quality logit (the predicted IoU of
-    the cell's mask with its object), a 3x3 conv on the kernel branch's features, so that it
-    follows the class scores through flips and flattening.
+    ``cate (B, K, rows, cols)`` logits and ``kernels (B, E, rows, cols)``.
     """
 
     def __init__(
@@ -51,7 +48,6 @@ class SOLOv2Head(nn.Module):
         stacked_convs: int = 4,
         kernel_channels: int = 128,
         prior_prob: float = 0.01,
-        quality: bool = False,
     ) -> None:
         super().__init__()
         if stacked_convs < 1:
@@ -65,7 +61,6 @@ class SOLOv2Head(nn.Module):
         )
         self.kernel_pred = nn.Conv2d(c, kernel_channels, 3, padding=1)
         self.cate_pred = nn.Conv2d(c, num_classes, 3, padding=1)
-        self.quality_pred = nn.Conv2d(c, 1, 3, padding=1) if quality else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
@@ -87,12 +82,8 @@ class SOLOv2Head(nn.Module):
         for x, shape in zip(feats, shapes):
             x = torch.cat([x, coord_features(x)], 1)
             x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False)
-            k = self.kernel_convs(x)
-            kernels.append(self.kernel_pred(k))
-            cate = self.cate_pred(self.cate_convs(x[:, :-2]))
-            if self.quality_pred is not None:
-                cate = torch.cat([cate, self.quality_pred(k)], 1)
-            cates.append(cate)
+            kernels.append(self.kernel_pred(self.kernel_convs(x)))
+            cates.append(self.cate_pred(self.cate_convs(x[:, :-2])))
         return cates, kernels
 
 

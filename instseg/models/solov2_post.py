@@ -1,24 +1,23 @@
-"""SOLOv2 inference post-processing of one image (what :meth:`SOLOv2.detect` runs per image).
+"""SOLOv2 inference post-processing: the network's raw outputs -> instances.
 
 Steps, as in the official SOLOv2 code: top ``nms_pre`` cells over the score threshold ->
 masks ``sigmoid(kernel . mask_features)`` at 1/4 scale -> binary at ``mask_threshold``,
 min-area (cell stride) filter, maskness rescoring -> Matrix NMS on the 1/4-scale binary masks
 -> ``update_threshold``, top ``max_detections`` -> only those soft masks upsampled (one
-bilinear step, mask-feature scale -> original size; or bicubic on the logits,
-``mask_upsample="logit_bicubic"``) and thresholded. With 1/2-scale mask
+bilinear step, mask-feature scale -> original size) and thresholded. With 1/2-scale mask
 features (``mask_stride=2``) the candidate steps (threshold, area, maskness, Matrix NMS) still
 run at 1/4 scale on 2x2-averaged features (the logits are linear in them, so this is the
 average logit of each 2x2 block): the same cost as the paper's model; only the kept masks use
-the 1/2-scale features. Flip TTA (:mod:`solov2_tta`) passes several views' kernels and
-features, mirrored back; a mask's probability is then the mean of the views' sigmoids.
+the 1/2-scale features. :class:`SOLOv2Raw` may hold several views' kernels and features
+(flip test-time augmentation, :mod:`instseg.inference.tta`), mapped back to the image's cells
+and pixels; a mask's probability is then the mean of the views' sigmoids.
 
-Cost notes (CPU, issue 5): candidates' masks exist only at 1/4 scale and only as bool (their
-float probabilities are made in cache-sized row chunks, in place, and dropped; the kept
-masks' probabilities are recomputed, <= max_detections rows); the IoU of Matrix NMS is an
-exact int8 matmul over its upper triangle (:func:`ops.mask_iou_matrix`); only the kept masks
-are upsampled, a few at a time into the output (a 100 x H x W float temporary costs more in
-page faults than in arithmetic). Eager loops run over a config-sized number of chunks, never
-over data; under tracing (ONNX export) whole-tensor equivalents are used instead, so
+Cost: candidates' masks exist only at 1/4 scale and only as bool (their float probabilities
+are made in cache-sized row chunks, in place, and dropped; the kept masks' probabilities are
+recomputed, <= max_detections rows); the IoU of Matrix NMS is an exact int8 matmul over its
+upper triangle (:func:`ops.mask_iou_matrix`); only the kept masks are upsampled, a few at a
+time into the output. Eager loops run over a config-sized number of chunks, never over data;
+under tracing (ONNX export) whole-tensor equivalents are used instead, so
 :meth:`SOLOv2.detect` still exports (tests check both paths agree).
 """
 
@@ -26,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +36,8 @@ from instseg.models import ops
 __all__ = [
     "CACHE_BYTES",
     "CHUNK_PIXELS",
-    "UPSAMPLE_MODES",
     "PostConfig",
+    "SOLOv2Raw",
     "mean_probs",
     "matrix_nms_select",
     "paste_masks",
@@ -66,13 +65,24 @@ class PostConfig:
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
     mask_stride: int = 4  # input pixels per mask-feature pixel (4 or 2)
-    #: how kept masks reach the original size: "bilinear" (probabilities, the paper) or
-    #: "logit_bicubic" (bicubic on the logits; nuclei: +0.003 mask AP, slower)
-    mask_upsample: str = "bilinear"
 
 
-#: values of :attr:`PostConfig.mask_upsample`
-UPSAMPLE_MODES = ("bilinear", "logit_bicubic")
+@dataclass
+class SOLOv2Raw:
+    """A batch's network outputs, ready for :func:`postprocess` (:meth:`SOLOv2.forward_raw`).
+
+    ``kernels`` / ``feats`` hold one entry per view: one for a plain pass, several for flip
+    test-time augmentation (each mapped back to the image's own cells and pixels)."""
+
+    scores: Tensor  # (B, C, K) cell-class probabilities (point NMS applied; mean over views)
+    kernels: list[Tensor]  # per view (B, C, E) kernel operands of each cell
+    feats: list[Tensor]  # per view (B, E, h, w) mask operands at 1 / mask_stride of the input
+    cell_strides: Tensor  # (C,) min-area filter value per cell
+    sizes: list[tuple[int, int]]  # resized image sizes (before padding)
+    image_sizes: list[tuple[int, int]]  # original image sizes (H, W)
+    #: per image, candidate mask probabilities kept across :func:`postprocess` calls that change
+    #: only ``mask_threshold`` (calibration); filled only when a caller asks for it
+    caches: list[dict[str, Tensor]] = field(default_factory=list)
 
 
 def _tracing() -> bool:
@@ -98,15 +108,13 @@ def postprocess(
     size: tuple[int, int],
     orig_size: tuple[int, int] | torch.Size,
     cfg: PostConfig,
-    quality: Tensor | None = None,
     cache: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image: ``scores (C, K)`` (after the optional point NMS), per view ``kernels (C, E)``
     and ``mask_feats (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input; one view, or
     several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
     is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
-    ``size`` and original ``orig_size`` ``(H, W)``, optional ``quality (C,)`` (predicted mask
-    IoUs, multiplied into the maskness rescoring) -> bool masks ``(N, H, W)`` in original
+    ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
     pixels, their xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64,
     scores ``(N,)`` descending. ``cache`` (a dict kept by the caller across calls on the same
     outputs with other mask thresholds, e.g. calibration): the candidates' mask probabilities
@@ -118,8 +126,6 @@ def postprocess(
     top_scores, cells, labels = select_cells(scores, cfg)
     kerns = [k[cells] for k in kernels]  # (M, E) per view
     binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg, cache)
-    if quality is not None:
-        maskness = maskness * quality[cells]
     order, sc = matrix_nms_select(
         binary, area, maskness, top_scores, labels, cell_strides[cells], feats4[0].shape[-2:], cfg
     )
@@ -257,18 +263,28 @@ def _upsample(
     """Soft masks ``(N, h', w')`` at stride ``s`` (cropped to the resized image) -> bool
     ``(N, H, W)`` at the original size (into ``out`` if given), in one interpolation step:
     original pixel ``(y + 0.5)`` samples the mask grid at ``(y + 0.5) * resized / (s *
-    original)``, then ``> mask_threshold`` (the paper's order: threshold after upsampling).
-    ``cfg.mask_upsample``: bilinear on the probabilities, or bicubic on the logits (the same
-    threshold, as a logit)."""
-    x, threshold, mode = soft, cfg.mask_threshold, "bilinear"
-    if cfg.mask_upsample == "logit_bicubic":
-        p = soft.clamp(1e-6, 1.0 - 1e-6)
-        x, mode = torch.log(p) - torch.log1p(-p), "bicubic"
-        t = min(max(threshold, 1e-6), 1.0 - 1e-6)
-        threshold = math.log(t / (1.0 - t))
+    original)``, then ``> mask_threshold`` (the paper's order: threshold after upsampling)."""
     up = F.interpolate(
-        x[:, None], scale_factor=scale, mode=mode, align_corners=False, recompute_scale_factor=False
-    )
+        soft[:, None], scale_factor=scale, mode="bilinear", align_corners=False,
+        recompute_scale_factor=False,
+    )  # fmt: skip
     if out is None:
-        return up[:, 0, :h, :w] > threshold
-    return torch.gt(up[:, 0, :h, :w], threshold, out=out)
+        return up[:, 0, :h, :w] > cfg.mask_threshold
+    return torch.gt(up[:, 0, :h, :w], cfg.mask_threshold, out=out)
+
+
+def postprocess_batch(
+    raw: SOLOv2Raw, cfg: PostConfig, cache: bool = False
+) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """:func:`postprocess` of every image of ``raw`` -> per image ``(masks (N, H, W) bool,
+    boxes (N, 4), labels (N,), scores (N,))``. ``cache``: keep the candidates' mask
+    probabilities in ``raw.caches`` and reuse them (several calls that change only
+    ``mask_threshold``)."""
+    if cache and len(raw.caches) != len(raw.sizes):
+        raw.caches = [{} for _ in raw.sizes]
+    return [
+        postprocess(raw.scores[b], [k[b] for k in raw.kernels], [f[b] for f in raw.feats],
+                    raw.cell_strides, raw.sizes[b], raw.image_sizes[b], cfg,
+                    raw.caches[b] if cache else None)
+        for b in range(len(raw.sizes))
+    ]  # fmt: skip

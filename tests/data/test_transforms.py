@@ -57,37 +57,6 @@ def test_hflip_moves_masks_and_boxes_with_the_image() -> None:
     assert 0 < flipped < 8
 
 
-@pytest.mark.parametrize("crop", [None, (30, 30)])
-def test_transpose_moves_masks_and_boxes_with_the_image(crop: tuple[int, int] | None) -> None:
-    """``transpose`` (the ``microscopy_d4`` preset's extra step) swaps H and W of the image,
-    the masks and the boxes together, about half the time; box-only targets too."""
-    image, inst = _sample()
-    cfg = AugmentConfig(
-        hflip=False, transpose=True, scale_range=(1, 1), crop_size=crop, brightness=0,
-        contrast=0, saturation=0,
-    )  # fmt: skip
-    t = TrainTransform(cfg)
-    shapes = []
-    for seed in range(10):
-        torch.manual_seed(seed)
-        img2, out = t(image, inst)
-        assert out.masks is not None and out.image_size == tuple(img2.shape[-2:])
-        assert out.masks.shape[-2:] == img2.shape[-2:] and out.masks.is_contiguous()
-        for i, row in enumerate(out.masks):  # pixel values under each mask are unchanged
-            assert torch.all(img2[0][row] == 50 * (out.labels[i] + 1 + (out.track_ids[i] == 9)))
-        np.testing.assert_array_equal(out.boxes.numpy(), masks_to_boxes(out.masks.numpy()))
-        shapes.append(tuple(img2.shape[-2:]))
-    if crop is None:
-        assert set(shapes) == {(40, 60), (60, 40)}
-    boxes_only = Instances(inst.image_size, inst.boxes, inst.labels)
-    for seed in range(10):
-        torch.manual_seed(seed)
-        img2, out = t(image, boxes_only)
-        if img2.shape[-2:] == (60, 40):
-            np.testing.assert_array_equal(out.boxes.numpy(), inst.boxes[:, [1, 0, 3, 2]].numpy())
-    assert PRESETS["microscopy_d4"].transpose and not PRESETS["microscopy"].transpose
-
-
 def test_scale_and_crop_keep_alignment_and_drop_empty_instances() -> None:
     image, inst = _sample()
     t = TrainTransform(

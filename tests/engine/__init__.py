@@ -170,29 +170,38 @@ def build_tiny(
 def check_calibration_against_predictions(
     model: Any, dataset: InstanceDataset, candidates: tuple[float, ...] = (0.3, 0.5, 0.7)
 ) -> dict[float, float]:
-    """``choose_thresholds`` on ``dataset`` must return its best candidates, leave the
-    model's threshold (0.5) and agreement power alone, and report for every threshold (at the
-    chosen power) and every power (at the chosen threshold) the segm AP that a full
-    ``predict_dataset`` with those settings gives. Returns ``{threshold: AP}``."""
+    """``choose_thresholds`` on ``dataset`` (``model``: a model or a test-time augmentation
+    wrapper) must return its best candidates, leave the model's threshold (0.5) and a scale
+    wrapper's agreement power alone, and report for every threshold (at the chosen power) and
+    every power (at the chosen threshold) the segm AP that a full ``predict_dataset`` with
+    those settings gives. Returns ``{threshold: AP}``."""
     import pytest
 
-    from instseg.engine.calibrate import choose_thresholds
     from instseg.engine.evaluate import coco_summary, predict_dataset
+    from instseg.inference.calibrate import choose_thresholds
+    from instseg.inference.tta import ScaleTTA, base_model
 
-    power0 = model.tta_agreement
+    base = base_model(model)
+    scale = model if isinstance(model, ScaleTTA) else None
+    power0 = scale.agreement if scale is not None else 0.0
     found = choose_thresholds(model, dataset, candidates, None)
     ap = found.ap
-    assert model.mask_threshold == 0.5 and model.tta_agreement == power0
+    assert base.mask_threshold == 0.5
+    assert scale is None or scale.agreement == power0
     best = max(found.agreement_ap[found.agreement], *ap.values())
     assert ap[found.mask_threshold] == found.agreement_ap[found.agreement] == best
     gt = dataset.to_coco()
     settings = [(c, found.agreement, v) for c, v in ap.items()]
     settings += [(found.mask_threshold, p, v) for p, v in found.agreement_ap.items()]
     for c, p, value in settings:
-        model.mask_threshold, model.tta_agreement = c, p
+        base.mask_threshold = c
+        if scale is not None:
+            scale.agreement = p
         try:
             res = predict_dataset(model, dataset)
         finally:
-            model.mask_threshold, model.tta_agreement = 0.5, power0
+            base.mask_threshold = 0.5
+            if scale is not None:
+                scale.agreement = power0
         assert coco_summary(gt, res, "segm")["AP"] == pytest.approx(value, abs=1e-9)
     return ap

@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.inference.fusion import (
-    check_scales,
-    fuse_clusters,
-    fuse_instances,
-    predict_scales,
-    rank_fused,
-    scaled,
-)
+from instseg.inference.fusion import fuse_clusters, fuse_instances, rank_fused
+from instseg.inference.tta import ScaleTTA, check_scales
 from instseg.structures import Instances
 from tests.models.test_solov2 import tiny_model
 
@@ -113,33 +107,31 @@ def test_empty_sets_and_bad_input() -> None:
 
 
 def test_scale_tta_of_a_fixed_scale_solov2() -> None:
-    """``tta_scales`` runs ``predict`` at each factor of ``input_scale`` and fuses: one factor
-    of 1 is plain ``predict``; the model's attributes are restored afterwards; a model that
-    resizes the short side has no scale to multiply."""
+    """``ScaleTTA`` runs the model at each factor of its ``input_scale`` and fuses: one factor
+    of 1 is plain ``predict``; the model is never changed; a model that resizes the short side
+    has no scale to multiply."""
     model = tiny_model(input_scale=1.0, max_size=256, score_threshold=0.0, update_threshold=0.0)
     model.eval()
     torch.manual_seed(1)
     images = [torch.rand(3, 64, 80), torch.rand(3, 48, 48)]
     plain = model.predict(images)
-    model.tta_scales = (1.0,)
-    for a, b in zip(model.predict(images), plain):
+    for a, b in zip(ScaleTTA(model, (1.0,)).predict(images), plain):
         assert a.masks is not None and b.masks is not None
         assert torch.equal(a.masks, b.masks) and torch.equal(a.scores, b.scores)  # type: ignore[arg-type]
-    seen: list[float] = []
-    real = type(model).predict
+    seen: list[float | None] = []
+    real = type(model).forward_raw
 
-    def spy(self: object, imgs: list[torch.Tensor]) -> list[Instances]:
-        seen.append(float(model.input_scale or 0.0))
-        return real(model, imgs)
+    def spy(self: object, imgs: list[torch.Tensor], input_scale: float | None = None) -> object:
+        seen.append(input_scale)
+        return real(model, imgs, input_scale)
 
+    model.max_detections = 7
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(type(model), "predict", spy)
-        fused = predict_scales(model, images, (1.0, 1.5), max_detections=7)
+        mp.setattr(type(model), "forward_raw", spy)
+        fused = ScaleTTA(model, (1.0, 1.5)).predict(images)
     assert seen == [1.0, 1.5]
-    assert model.input_scale == 1.0 and model.tta_scales == (1.0,)
+    assert model.input_scale == 1.0
     assert [p.image_size for p in fused] == [(64, 80), (48, 48)]
     assert all(len(p) <= 7 for p in fused)
-    short_side = tiny_model()
     with pytest.raises(ValueError, match="fixed-scale model"):
-        with scaled(short_side, 1.2):
-            pass
+        ScaleTTA(tiny_model(), (1.0, 1.2))

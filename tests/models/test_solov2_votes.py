@@ -88,8 +88,8 @@ def test_vote_loss_is_the_mean_l1_on_foreground_pixels() -> None:
     img, t = scene()
     with torch.no_grad():
         loss = model.losses([img], [t])["loss_vote"]
-        batch, sizes = model._preprocess([img], train=True)
-        _, _, feat = model._forward(batch)
+        batch, sizes = model.preprocess([img], train=True)
+        _, _, feat = model.network(batch)
         _, _, soft = model._image_targets(t, sizes[0], (batch.shape[-2], batch.shape[-1]))
     votes = feat[0, -2:].numpy()
     soft_np = soft.numpy()
@@ -119,9 +119,9 @@ def test_votes_alone_and_the_config_round_trip() -> None:
     channels; the option survives ``build_model``'s config and is off by default."""
     model = tiny_model(center_votes=True, grid_canvas=64).eval()
     with torch.no_grad():
-        batch, _ = model._preprocess([torch.rand(3, 64, 64)])
-        _, kernels, feat = model._forward(batch)
-        k, f = model._mask_operands(model._flatten(kernels), feat)
+        batch, _ = model.preprocess([torch.rand(3, 64, 64)])
+        _, kernels, feat = model.network(batch)
+        k, f = model.mask_operands(model.flatten(kernels), feat)
     assert feat.shape[1] == 16 + 2 and f.shape[1] == 16 + 4 and k.shape[-1] == 16 + 4
     assert len(model.predict([torch.rand(3, 64, 64)])) == 1
     built = build_model("solov2_light_r18", 3, center_votes=True)

@@ -1,5 +1,5 @@
-"""SOLOv2 flip TTA (``solov2_tta``): cell mirroring, the view average, equivariance, and
-mask-threshold calibration on the same network outputs."""
+"""SOLOv2 flip TTA (``inference.tta_solov2`` through ``FlipTTA``): cell mirroring, the view
+average, equivariance, and mask-threshold calibration on the same network outputs."""
 
 from __future__ import annotations
 
@@ -9,24 +9,28 @@ import pytest
 import torch
 
 from instseg.data.loader import TrainingDataset
-from instseg.engine.calibrate import (
+from instseg.inference.calibrate import (
     MASK_CANDIDATES,
-    apply_inference_options,
     choose_score_threshold,
     choose_thresholds,
 )
-from instseg.models import ops
-from instseg.models.solov2_tta import (
-    augmented_outputs,
-    detect_augmented,
-    mirror_cells,
-    view_cells,
-)
+from instseg.inference.tta import FlipTTA
+from instseg.inference.tta_solov2 import augmented_raw, mirror_cells
+from instseg.models.solov2_post import postprocess_batch
 from tests.engine import check_calibration_against_predictions, make_shapes_dataset
 from tests.models.test_solov2 import VARIANTS, tiny_model
 
 #: every cell a candidate, nothing dropped by the final score threshold
 LOOSE: dict[str, object] = {"score_threshold": 0.0, "update_threshold": 0.0, "max_detections": 30}
+
+H = ((False, False), (True, False))
+NONE = ((False, False),)
+
+
+def detect_flipped(model: torch.nn.Module, images: list[torch.Tensor], flips: str) -> list:
+    """Per image ``(masks, boxes, labels, scores)`` with flip TTA."""
+    tta = FlipTTA(model, flips)
+    return postprocess_batch(tta.forward_raw(images), model.post_config())  # type: ignore[operator]
 
 
 def test_mirror_cells_maps_each_cell_to_its_mirror() -> None:
@@ -39,57 +43,12 @@ def test_mirror_cells_maps_each_cell_to_its_mirror() -> None:
         assert torch.equal(perm[perm], torch.arange(8))  # its own inverse
 
 
-def test_view_cells_transpose_the_grids() -> None:
-    """A transposed view's level has ``cols x rows`` cells; cell ``(r, c)`` is its ``(c, r)``."""
-    shapes, cpu = [(2, 3), (1, 2)], torch.device("cpu")
-    assert view_cells(shapes, False, False, True, cpu).tolist() == [0, 2, 4, 1, 3, 5, 6, 7]
-    # flipped along x, then transposed: (r, c) -> (cols - 1 - c, r) of a (cols, rows) grid
-    assert view_cells(shapes, True, False, True, cpu).tolist() == [4, 2, 0, 5, 3, 1, 7, 6]
-    for fx, fy in ((False, False), (True, False), (False, True), (True, True)):
-        assert sorted(view_cells(shapes, fx, fy, True, cpu).tolist()) == list(range(8))
-    views = ops.check_views("hvt")
-    assert len(set(views)) == 8 and ops.check_views("hv") == tuple(
-        (fx, fy, False) for fx, fy in ops.FLIPS["hv"]
-    )
-    with pytest.raises(ValueError, match="hvt"):
-        ops.check_views("t")
-
-
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_transposed_view_is_mapped_back(name: str) -> None:
-    """The 5th ``hvt`` view (transpose alone) is the model run on the transposed image with
-    its cells re-indexed and its mask operands transposed back."""
-    model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
-    img = torch.rand(3, 64, 96)
-    all8 = augmented_outputs(model, [img], "hvt")
-    tr = augmented_outputs(model, [img.transpose(-2, -1)], "none")
-    perm = view_cells(model.grid_shapes((64, 96)), False, False, True, img.device)
-    assert len(all8.kernels) == 8
-    torch.testing.assert_close(all8.kernels[4], tr.kernels[0][:, perm])
-    torch.testing.assert_close(all8.feats[4], tr.feats[0].transpose(-2, -1))
-
-
-@pytest.mark.parametrize("name", ["plain", "prior_votes"])
-def test_hvt_tta_is_transpose_equivariant(name: str) -> None:
-    """``hvt`` is closed under the transpose: the detections of the transposed image are the
-    transposed detections."""
-    model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
-    img = torch.rand(3, 64, 96)
-    with torch.no_grad():
-        a = detect_augmented(model, [img], "hvt")[0]
-        b = detect_augmented(model, [img.transpose(-2, -1).contiguous()], "hvt")[0]
-    assert len(a[3]) == len(b[3]) > 5
-    torch.testing.assert_close(a[3], b[3])
-    assert (b[0] == a[0].transpose(-2, -1)).float().mean() > 0.999
-    torch.testing.assert_close(b[1], a[1][:, [1, 0, 3, 2]])
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_no_flip_is_detect(name: str) -> None:
     model = tiny_model(**LOOSE, **VARIANTS[name]).eval()
     images = [torch.rand(3, 50, 70), torch.rand(3, 90, 40)]  # padded, different sizes
     with torch.no_grad():
-        plain, same = model.detect(images), detect_augmented(model, images, "none")
+        plain, same = model.detect(images), detect_flipped(model, images, "none")
     for a, b in zip(plain, same):
         assert len(a[3]) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -100,9 +59,9 @@ def test_views_are_mirrored_back_and_averaged(name: str) -> None:
     probabilities averaged with the image's own, kernels re-indexed, features flipped."""
     model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
     img = torch.rand(3, 64, 96)  # scale 1, a multiple of 32: no padding
-    both = augmented_outputs(model, [img], "h")
-    own = augmented_outputs(model, [img], "none")
-    mirror = augmented_outputs(model, [img.flip(-1)], "none")
+    both = augmented_raw(model, [img], H)
+    own = augmented_raw(model, [img], NONE)
+    mirror = augmented_raw(model, [img.flip(-1)], NONE)
     shapes = model.grid_shapes((64, 96))
     perm = mirror_cells(shapes, True, False, img.device)
     assert sum(r * c for r, c in shapes) == both.scores.shape[1] == len(perm)
@@ -111,12 +70,6 @@ def test_views_are_mirrored_back_and_averaged(name: str) -> None:
     torch.testing.assert_close(both.kernels[1], mirror.kernels[0][:, perm])
     torch.testing.assert_close(both.feats[1], mirror.feats[0].flip(-1))
     torch.testing.assert_close(both.kernels[0], own.kernels[0])
-    if "mask_quality" in VARIANTS[name]:  # the quality channel is mirrored and averaged too
-        assert both.quality is not None and own.quality is not None
-        assert mirror.quality is not None
-        torch.testing.assert_close(both.quality, (own.quality + mirror.quality[:, perm]) / 2)
-    else:
-        assert both.quality is None
     assert not torch.allclose(both.scores, own.scores)  # the view did change the scores
 
 
@@ -128,8 +81,8 @@ def test_flip_tta_is_mirror_equivariant(name: str, flips: str) -> None:
     model = tiny_model(point_nms=False, **LOOSE, **VARIANTS[name]).eval()
     img = torch.rand(3, 64, 96)
     with torch.no_grad():
-        a = detect_augmented(model, [img], flips)[0]
-        b = detect_augmented(model, [img.flip(-1)], flips)[0]
+        a = detect_flipped(model, [img], flips)[0]
+        b = detect_flipped(model, [img.flip(-1)], flips)[0]
     assert len(a[3]) == len(b[3]) > 5
     assert torch.equal(a[2], b[2])
     torch.testing.assert_close(a[3], b[3])
@@ -137,15 +90,16 @@ def test_flip_tta_is_mirror_equivariant(name: str, flips: str) -> None:
 
 
 def test_predict_with_tta_keeps_the_contract() -> None:
-    model = tiny_model(**LOOSE).eval()
-    apply_inference_options(model, tta="hv")
+    model = FlipTTA(tiny_model(**LOOSE), "hv").eval()
     preds = model.predict([torch.rand(3, 50, 70), torch.rand(3, 90, 40)])
     assert [p.image_size for p in preds] == [(50, 70), (90, 40)]
     for p in preds:
         assert 0 < len(p) <= 30 and p.masks is not None and p.masks.shape[1:] == p.image_size
         assert p.scores is not None and (p.scores[:-1] >= p.scores[1:]).all()
     with pytest.raises(ValueError, match="unknown view set 'x'"):
-        tiny_model(tta="x")
+        FlipTTA(tiny_model(), "x")
+    with pytest.raises(ValueError, match="Mask R-CNN models only"):
+        FlipTTA(tiny_model(), "h", box_refine=1)
 
 
 def test_calibrated_mask_threshold_equals_full_predictions(tmp_path: Path) -> None:
@@ -163,14 +117,14 @@ def test_calibrated_mask_threshold_equals_full_predictions(tmp_path: Path) -> No
         loss.backward()  # type: ignore[union-attr]
         opt.step()
     model.eval()
-    model.tta = "h"
-    ap = check_calibration_against_predictions(model, ds)
+    flipped = FlipTTA(model, "h")
+    ap = check_calibration_against_predictions(flipped, ds)
     assert ap[0.3] != ap[0.7]
     # one pass for both choices: the cut-off is the one chosen at the chosen threshold
-    best2, ap2, cut, f1, power, by_power = choose_thresholds(model, ds)
+    best2, ap2, cut, f1, power, by_power = choose_thresholds(flipped, ds)
     assert tuple(ap2) == MASK_CANDIDATES["solov2"] and best2 == max(ap2, key=lambda c: ap2[c])
     assert (power, list(by_power)) == (0.0, [0.0])  # no scale TTA: the power is moot
     model.mask_threshold = best2
-    assert (cut, f1) == choose_score_threshold(model, ds)
+    assert (cut, f1) == choose_score_threshold(flipped, ds)
     with pytest.raises(ValueError, match="mask threshold candidates"):
-        choose_thresholds(model, ds, mask_candidates=(0.0, 0.5))
+        choose_thresholds(flipped, ds, mask_candidates=(0.0, 0.5))

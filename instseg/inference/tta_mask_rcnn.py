@@ -1,4 +1,6 @@
-"""Test-time augmentation and box refinement for :class:`~instseg.models.mask_rcnn.MaskRCNN`.
+"""Flip test-time augmentation and box refinement of a
+:class:`~instseg.models.mask_rcnn.MaskRCNN`, through its public modules (``transform``,
+``backbone``, ``rpn``, ``roi_heads``) and its raw-output type; the model knows nothing of it.
 
 RoI-level flip TTA: the RPN proposes boxes on the unflipped image only; every view (the
 image mirrored horizontally and/or vertically) then scores and regresses *the same* RoIs,
@@ -18,28 +20,17 @@ Images are float (3, H, W) in [0, 1]; boxes xyxy absolute pixels of the resized 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 from torchvision.ops import boxes as box_ops
 
-from instseg.models.ops import FLIPS, check_flips
-from instseg.structures import Instances
+from instseg.models.mask_rcnn import MaskRCNN, MaskRCNNRaw
 
-if TYPE_CHECKING:
-    from instseg.models.mask_rcnn import MaskRCNN
+__all__ = ["augmented_raw", "mirror_boxes", "mirror_deltas"]
 
-__all__ = [
-    "FLIPS",
-    "augmented_detections",
-    "mirror_boxes",
-    "mirror_deltas",
-    "predict_augmented",
-]
-
-Detections = tuple[dict[str, Tensor], tuple[int, int], tuple[int, int]]
+#: one view: (mirror x, mirror y)
+View = tuple[bool, bool]
 
 
 def mirror_boxes(boxes: Tensor, size: tuple[int, int], fx: bool, fy: bool) -> Tensor:
@@ -67,7 +58,7 @@ def mirror_deltas(deltas: Tensor, fx: bool, fy: bool) -> Tensor:
 def _box_pass(
     model: MaskRCNN,
     feats: list[dict[str, Tensor]],
-    views: tuple[tuple[bool, bool], ...],
+    views: tuple[View, ...],
     rois: Tensor,
     size: tuple[int, int],
 ) -> tuple[Tensor, Tensor]:
@@ -94,24 +85,23 @@ def _refine(
 
 
 @torch.no_grad()
-def augmented_detections(
-    model: MaskRCNN, image: Tensor, flips: str = "hv", box_refine: int = 1
-) -> Detections:
-    """One image (3, H, W) -> ``(detections, input_size, original_size)``: torchvision-style
-    detections in input coordinates (``boxes scores labels``, soft ``masks`` (N, 1, 28, 28))
-    for :meth:`MaskRCNN._postprocess`. The model must be in eval mode."""
-    views = check_flips(flips)
-    if box_refine < 0:
-        raise ValueError(f"box_refine must be >= 0, got {box_refine}")
-    size = (int(image.shape[-2]), int(image.shape[-1]))
+def _augmented_detections(
+    model: MaskRCNN,
+    image: Tensor,
+    views: tuple[View, ...],
+    box_refine: int,
+    input_scale: float | None,
+) -> tuple[dict[str, Tensor], tuple[int, int]]:
+    """One image (3, H, W) -> torchvision-style detections in input coordinates (``boxes
+    scores labels``, soft ``masks`` (N, 1, 28, 28)) and the input size. Eval mode only."""
     mirrored = []
     for fx, fy in views:
         dims = ([-1] if fx else []) + ([-2] if fy else [])
         mirrored.append(image.flip(dims) if dims else image)
-    image_list, _ = model.transform(mirrored)
+    image_list, _ = model.transform.at_scale(input_scale)(mirrored)
     features = model.backbone(image_list.tensors)
     feats = [{k: v[i : i + 1] for k, v in features.items()} for i in range(len(views))]
-    in_size = image_list.image_sizes[0]
+    in_size = (int(image_list.image_sizes[0][0]), int(image_list.image_sizes[0][1]))
     first = type(image_list)(image_list.tensors[:1], [in_size])
     rois = model.rpn(first, feats[0])[0][0]
     probs, deltas = _box_pass(model, feats, views, rois, in_size)
@@ -134,24 +124,29 @@ def augmented_detections(
                 maskrcnn_inference(logits.flip(dims) if dims else logits, [labels])[0]
             )
         masks = torch.stack(probs_per_view).mean(0)
-    return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks}, in_size, size
+    return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks}, in_size
 
 
-def predict_augmented(
+def augmented_raw(
     model: MaskRCNN,
     images: list[Tensor],
-    flips: str = "hv",
-    box_refine: int = 1,
-    mask_chunk: int = 32,
-) -> list[Instances]:
-    """Like :meth:`MaskRCNN.predict` (same output convention), with flip TTA and box
-    refinement; images are processed one at a time (all views of one image in one batch)."""
+    views: tuple[View, ...],
+    box_refine: int = 0,
+    input_scale: float | None = None,
+) -> MaskRCNNRaw:
+    """:meth:`MaskRCNN.forward_raw` with flip views (the first one the image itself) and
+    ``box_refine`` extra box-head passes; images are processed one at a time (all views of
+    one image in one batch). ``model.postprocess`` turns the result into instances."""
+    if box_refine < 0:
+        raise ValueError(f"box_refine must be >= 0, got {box_refine}")
     device = next(model.parameters()).device
-    modes: list[tuple[Any, bool]] = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        dets = [augmented_detections(model, im.to(device), flips, box_refine) for im in images]
-    finally:
-        for m, flag in modes:
-            m.training = flag
-    return [model._postprocess(d, in_size, size, mask_chunk) for d, in_size, size in dets]
+    dets, input_sizes = [], []
+    with model.inference_modes():
+        for im in images:
+            det, in_size = _augmented_detections(
+                model, im.to(device), views, box_refine, input_scale
+            )
+            dets.append(det)
+            input_sizes.append(in_size)
+    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    return MaskRCNNRaw(dets, input_sizes, sizes)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from instseg.data.loader import TrainingDataset
-from instseg.engine.calibrate import choose_score_threshold
+from instseg.inference.calibrate import choose_score_threshold
 from instseg.structures import Instances
 from tests.engine import make_shapes_dataset
 

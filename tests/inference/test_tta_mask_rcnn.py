@@ -4,21 +4,24 @@ nuclei model and generated nuclei images (real detections, offline)."""
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
 
+from instseg.cli.common import inference_from_args
 from instseg.cli.main import main
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.data.synthetic_nuclei import make_nuclei_sample
-from instseg.engine.calibrate import apply_inference_options
 from instseg.engine.checkpoint import load_model
 from instseg.errors import InstsegError
+from instseg.inference.tta import FlipTTA, ScaleTTA, with_tta
+from instseg.inference.tta_mask_rcnn import mirror_boxes, mirror_deltas
 from instseg.masks import encode
 from instseg.models.mask_rcnn import MaskRCNN
-from instseg.models.mask_rcnn_tta import mirror_boxes, mirror_deltas, predict_augmented
 from instseg.models.pretrained import shipped_path
+from instseg.structures import Instances
 from tests.engine import check_calibration_against_predictions
 
 
@@ -49,6 +52,12 @@ def nuclei(tmp_path_factory: pytest.TempPathFactory) -> InstanceDataset:
 
 def _image(ds: InstanceDataset, i: int = 0) -> torch.Tensor:
     return torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1).float() / 255
+
+
+def predict_augmented(
+    model: MaskRCNN, images: list[torch.Tensor], flips: str = "hv", box_refine: int = 1
+) -> list[Instances]:
+    return FlipTTA(model, flips, box_refine).predict(images)
 
 
 def test_mirror_boxes_matches_flipped_masks() -> None:
@@ -95,12 +104,11 @@ def test_tta_predicts_valid_instances_and_keeps_modes(model: MaskRCNN, nuclei: I
     img = _image(nuclei)
     plain = model.predict([img])[0]
     model.train()
-    model.tta, model.box_refine = "hv", 1
     try:
-        out = model.predict([img, img[:, :100, :120]])
+        out = FlipTTA(model, "hv", 1).predict([img, img[:, :100, :120]])
+        assert model.training  # the wrapper ran the model in eval mode and restored its mode
     finally:
-        model.tta, model.box_refine = "none", 0
-    assert model.training
+        model.eval()
     model.eval()
     first, crop = out
     assert first.image_size == (128, 160) and crop.image_size == (100, 120)
@@ -115,24 +123,23 @@ def test_bad_tta_names(model: MaskRCNN) -> None:
     with pytest.raises(ValueError, match="unknown view set 'x'"):
         predict_augmented(model, [torch.zeros(3, 32, 32)], flips="x")
     with pytest.raises(InstsegError, match="--box-refine"):
-        apply_inference_options(model, box_refine=-1)
+        inference_from_args(model, Namespace(box_refine=-1))
     with pytest.raises(InstsegError, match="--mask-threshold"):
-        apply_inference_options(model, mask_threshold=1.5)
-    with pytest.raises(InstsegError, match="--tta hvt: transposed views are SOLOv2-only"):
-        apply_inference_options(model, tta="hvt")
+        inference_from_args(model, Namespace(mask_threshold=1.5))
     from instseg.models.zoo import build_model
 
     solo = build_model("solov2_light_r18", 1)
     with pytest.raises(InstsegError, match="--tta-scales: scale TTA needs a fixed-scale model"):
-        apply_inference_options(solo, tta_scales=(1.0, 1.2))
-    with pytest.raises(InstsegError, match="--tta-scales: scale factors must be > 0"):
-        apply_inference_options(model, tta_scales=(1.0, -1.0))
+        inference_from_args(solo, Namespace(tta_scales=(1.0, 1.2)))
+    with pytest.raises(ValueError, match="scale TTA needs a fixed-scale model"):
+        ScaleTTA(solo, (1.0, 1.2))
+    with pytest.raises(ValueError, match="scale factors must be > 0"):
+        with_tta(model, scales=(1.0, -1.0))
     with pytest.raises(InstsegError, match="--box-refine: Mask R-CNN models only"):
-        apply_inference_options(solo, box_refine=1)
-    apply_inference_options(solo, tta="h")  # SOLOv2 has flip TTA (solov2_tta)
-    assert solo.tta == "h"
-    apply_inference_options(solo, tta="hvt")  # ... and transposed views
-    assert solo.tta == "hvt"
+        inference_from_args(solo, Namespace(box_refine=1))
+    runner, found = inference_from_args(solo, Namespace(tta="h"))  # SOLOv2 has flip TTA
+    assert isinstance(runner, FlipTTA) and runner.flips == "h" and found is None
+    assert inference_from_args(solo, Namespace())[0] is solo  # nothing asked: no wrapper
 
 
 def test_calibration_scores_equal_full_predictions(model: MaskRCNN, nuclei: InstanceDataset) -> None:
@@ -150,14 +157,11 @@ def test_scale_tta_calibration_equals_full_predictions(
     TTA keeps the nuclei that one scale finds."""
     img = _image(nuclei)
     plain = model.predict([img])[0]
-    apply_inference_options(model, tta="h", tta_scales=(1.0, 1.25))
-    try:
-        assert model.tta_scales == (1.0, 1.25)
-        fused = model.predict([img])[0]
-        ap = check_calibration_against_predictions(model, nuclei)
-    finally:
-        apply_inference_options(model, tta="none", tta_scales=())
-    assert model.tta_scales == () and model.transform.input_scale == 1.7
+    scaled = with_tta(model, "h", (1.0, 1.25))
+    assert isinstance(scaled, ScaleTTA) and scaled.scales == (1.0, 1.25)
+    fused = scaled.predict([img])[0]
+    ap = check_calibration_against_predictions(scaled, nuclei)
+    assert model.transform.input_scale == 1.7  # the model itself is never changed
     assert ap[0.3] != ap[0.7]
     # fused keeps what any view found (single-view objects at a share of their score)
     assert fused.image_size == plain.image_size and len(fused) >= 0.7 * len(plain)

@@ -165,7 +165,6 @@ def run(args: argparse.Namespace) -> int:
 
     from instseg.cli.common import report_skipped
     from instseg.data.formats import load_dataset
-    from instseg.engine.optim import scale_lr
     from instseg.engine.train import TrainConfig, train
     from instseg.errors import DataError
 
@@ -203,14 +202,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # reproducible initialisation (identical on every rank)
     model, recipe = build_for_training(args, train_set)
     out = Path(args.out)
-    hp = recipe
-    batch = args.batch_size or int(hp.get("batch_size", 2))
-    optimizer = args.optimizer or hp.get("optimizer", "adamw")
-    lr = args.lr
-    if lr is None and "lr" in hp and hp.get("optimizer", optimizer) == optimizer:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        lr = scale_lr(float(hp["lr"]), optimizer, batch * world, int(hp.get("batch_size", batch)))
-    clip = args.clip_grad if args.clip_grad is not None else hp.get("grad_clip", 10.0)
+    batch, optimizer, lr, clip, weight_decay, warmup = _recipe_settings(args, recipe)
     augment = _augmentation(args, model.config, train_set)
     cfg = TrainConfig(
         out_dir=out,
@@ -220,11 +212,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=batch,
         lr=lr,
         optimizer=optimizer,
-        weight_decay=args.weight_decay if args.weight_decay is not None else hp.get("weight_decay"),
+        weight_decay=weight_decay,
         schedule=args.schedule,
-        warmup_steps=args.warmup if args.warmup is not None else int(hp.get("warmup_iters", 200)),
+        warmup_steps=warmup,
         clip_grad=clip or None,
-        ema=float(args.ema if args.ema is not None else hp.get("ema", 0.0)) or None,
+        ema=float(args.ema) if args.ema else None,
         amp=args.amp,
         device=args.device,
         seed=args.seed,
@@ -277,6 +269,30 @@ def _augmentation(args: argparse.Namespace, config: dict, train_set):  # type: i
 
     crop = training_crop(config, train_set, args.crop)
     return dataclasses.replace(PRESETS[args.augment], crop_size=(crop, crop) if crop else None)
+
+
+def _recipe_settings(
+    args: argparse.Namespace, recipe: Any
+) -> tuple[int, str, float | None, float, float | None, int]:
+    """``(batch, optimizer, lr, grad clip, weight decay, warm-up steps)``: each flag given, else
+    the zoo recipe's value (the recipe's lr scaled to the global batch, and only for the
+    recipe's own optimizer), else the engine's default (``recipe`` None: not a zoo model)."""
+    import os
+
+    from instseg.engine.optim import scale_lr
+
+    batch = args.batch_size or (recipe.batch_size if recipe else 2)
+    optimizer = args.optimizer or (recipe.optimizer if recipe else "adamw")
+    lr = args.lr
+    if lr is None and recipe is not None and recipe.optimizer == optimizer:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        lr = scale_lr(recipe.lr, optimizer, batch * world, recipe.batch_size)
+    clip = args.clip_grad if args.clip_grad is not None else (recipe.grad_clip if recipe else 10.0)
+    decay = args.weight_decay if args.weight_decay is not None else (
+        recipe.weight_decay if recipe else None
+    )
+    warmup = args.warmup if args.warmup is not None else (recipe.warmup_iters if recipe else 200)
+    return batch, optimizer, lr, clip, decay, int(warmup)
 
 
 def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-untyped-def]

@@ -35,9 +35,7 @@ def _tiny_in_zoo(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
     monkeypatch.setitem(
         zoo.MODELS,
         TINY,
-        zoo.ModelSpec(
-            builder, "test", "tiny test model", hyperparams={"lr": 1e-3, "batch_size": 2}
-        ),
+        zoo.ModelSpec(builder, "test", "tiny test model", recipe=zoo.Recipe(lr=1e-3, batch_size=2)),
     )
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -94,12 +92,7 @@ def test_train_predict_eval(coco: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
     assert evaluate(gt, results, "segm").stats.shape == (12,)  # the file is a valid results list
 
-    from instseg.engine.evaluate import run_model_eval
-
-    args = argparse.Namespace(
-        model=str(out), data=str(coco), json=str(tmp_path / "ev.json"), format=None, images=None
-    )
-    assert run_model_eval(args) == 0
+    assert main(["eval", "--model", str(out), "--data", str(coco), "--json", str(tmp_path / "ev.json")]) == 0  # fmt: skip
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert set(ev["segm"]) >= {"AP", "AP50", "AR100"} and "bbox" in ev
     assert "segm: AP" in capsys.readouterr().out
@@ -238,7 +231,6 @@ def test_real_zoo_model_one_step(coco: Path, tmp_path: Path, family: str) -> Non
 
 
 def test_augmentation_takes_the_crop_from_the_flag_or_the_model_scale() -> None:
-    import argparse
     from pathlib import Path
 
     from instseg.cli.train import _augmentation

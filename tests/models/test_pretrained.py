@@ -129,7 +129,7 @@ def test_train_fine_tunes_from_shipped_name(tmp_path: Path) -> None:
     one = SimpleNamespace(categories=[Category(1, "nucleus")])
     model, recipe = build_for_training(args, one)  # type: ignore[arg-type]
     assert model.training and model.config["name"] == "maskrcnn_mnv3_fpn"
-    assert recipe["batch_size"] == 1  # the architecture's CPU recipe
+    assert recipe.batch_size == 1  # the architecture's CPU recipe
     two = SimpleNamespace(categories=[Category(1, "a"), Category(2, "b")])
     with pytest.raises(DataError, match="num_classes"):
         build_for_training(args, two)  # type: ignore[arg-type]

@@ -44,9 +44,7 @@ def test_list_models_order_does_not_depend_on_dict_order(monkeypatch: pytest.Mon
 def test_specs_document_hyperparameters() -> None:
     for name, spec in MODELS.items():
         assert spec.description and callable(spec.builder)
-        if spec.family == "maskrcnn":
-            hp = spec.hyperparams
-            assert {"optimizer", "lr", "batch_size", "epochs"} <= set(hp), name
+        assert spec.recipe.optimizer in ("adamw", "sgd") and spec.recipe.lr > 0, name
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if MODELS[n].family == "maskrcnn"])
@@ -82,8 +80,9 @@ def test_training_recipe_merges_the_device_entry() -> None:
     from instseg.models.zoo import training_recipe
 
     cpu, gpu = training_recipe("maskrcnn_r18_fpn", "cpu"), training_recipe("maskrcnn_r18_fpn", "cuda:1")
-    assert cpu["batch_size"] == 1 and gpu["batch_size"] == 8
-    assert "cpu" not in cpu and "cuda" not in gpu and cpu["optimizer"] == gpu["optimizer"]
-    assert training_recipe("solov2_r18_fpn", "cpu")["lr"] < cpu["lr"]  # SOLOv2's saturating Dice
-    assert training_recipe("solov2_r18_fpn", "cpu")["batch_size"] == 1
-    assert training_recipe("nope", "cpu") == {}
+    assert cpu is not None and gpu is not None
+    assert cpu.batch_size == 1 and gpu.batch_size == 8
+    assert cpu.cpu == {} and gpu.cuda == {} and cpu.optimizer == gpu.optimizer
+    solo = training_recipe("solov2_r18_fpn", "cpu")
+    assert solo is not None and solo.lr < cpu.lr and solo.batch_size == 1  # saturating Dice
+    assert training_recipe("not_in_the_zoo") is None

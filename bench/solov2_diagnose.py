@@ -44,7 +44,7 @@ def diagnose(
     from instseg.engine.checkpoint import load_model
     from instseg.engine.evaluate import instances_to_coco
     from instseg.models.solov2 import SOLOv2
-    from instseg.models.solov2_post import paste_masks
+    from instseg.models.solov2.post import paste_masks
 
     model, meta = load_model(checkpoint, device="cpu")
     if not isinstance(model, SOLOv2):

@@ -4,9 +4,9 @@ Three parts, each timing the reference and ours in this process (2 threads by de
 
 1. GroupNorm forward + backward on channels-last activations of the shapes the light
    SOLOv2 sees: ``nn.GroupNorm`` vs our channels-last function (``group_norm_channels_last``;
-   the last column says which one :class:`instseg.models.group_norm.GroupNorm` picks).
+   the last column says which one :class:`instseg.models.common.group_norm.GroupNorm` picks).
 2. SOLOv2's Dice loss on ``P`` positive cells of ``M`` mask pixels, forward + backward:
-   ``ops.dice_loss(sigmoid(logits), targets[index])`` vs :func:`dice.dice_loss_logits`.
+   ``losses.dice_loss(sigmoid(logits), targets[index])`` vs :func:`dice.dice_loss_logits`.
 3. Whole training steps of ``solov2_light_mnv3`` with the nuclei data's autoconfig on random
    ``--crop`` px crops of the DSB training split (``--augment microscopy``): the same initial
    weights and samples with the references patched in ("reference") or not ("ours"),
@@ -34,15 +34,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from instseg.models import ops  # noqa: E402
-from instseg.models import solov2 as solov2_module  # noqa: E402
-from instseg.models.dice import dice_loss_logits  # noqa: E402
-from instseg.models.group_norm import (  # noqa: E402
+from instseg.models.common.group_norm import (  # noqa: E402
     MAX_GROUP_CHANNELS,
     MIN_PIXELS,
     GroupNorm,
     group_norm_channels_last,
 )
+from instseg.models.solov2 import losses  # noqa: E402
+from instseg.models.solov2 import model as solov2_module  # noqa: E402
+from instseg.models.solov2.losses import dice_loss_logits  # noqa: E402
 
 GN_SHAPES = [(16, 192, 192, 8), (64, 192, 192, 32), (64, 112, 112, 32), (24, 96, 96, 8),
              (72, 96, 96, 8), (64, 56, 56, 32), (240, 24, 24, 16)]  # fmt: skip
@@ -82,7 +82,7 @@ def bench_group_norm(reps: int) -> None:
 
 def _dice_reference(logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
     probs = torch.sigmoid(logits)
-    return ops.dice_loss(probs, targets[index])
+    return losses.dice_loss(probs, targets[index])
 
 
 def bench_dice(reps: int) -> None:

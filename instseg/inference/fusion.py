@@ -32,7 +32,7 @@ import pycocotools.mask as mask_utils
 import torch
 
 from instseg.masks import encode
-from instseg.models.ops import mask_boxes
+from instseg.models.solov2.assign import mask_boxes
 from instseg.structures import Instances
 
 __all__ = [

@@ -17,7 +17,8 @@ _EXPORTS: dict[str, str] = {
     "build_model": "zoo",
     "list_models": "zoo",
     "MaskRCNN": "mask_rcnn",
-    "load_torchvision_maskrcnn": "torchvision_compat",
+    "load_torchvision_maskrcnn": "mask_rcnn.torchvision_compat",
+    "SOLOv2": "solov2",
     "DatasetSizeStats": "autoconfig",
     "suggest_config": "autoconfig",
 }

@@ -294,7 +294,7 @@ def suggest_for_model(
         return {}  # a family without data-adaptive settings
     stats = DatasetSizeStats.from_dataset(ds)
     if family == "solov2":
-        from instseg.models.solov2_config import suggest_solov2_config
+        from instseg.models.solov2.config import suggest_solov2_config
 
         return suggest_solov2_config(stats, ds, max_input_size=max_input_size, cpu=cpu)
     cfg = suggest_config(stats, max_input_size=max_input_size, cpu=cpu)

@@ -18,7 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from instseg.models import mask_rcnn_gn, solov2_variants, torchvision_compat
+from instseg.models.mask_rcnn import torchvision_compat
+from instseg.models.mask_rcnn import variants as mask_rcnn_variants
+from instseg.models.solov2 import variants as solov2_variants
 
 __all__ = ["MODELS", "ModelSpec", "Recipe", "build_model", "list_models", "training_recipe"]
 
@@ -76,20 +78,20 @@ SOLOV2_GPU = Recipe(optimizer="sgd", lr=0.01, batch_size=16, warmup_iters=500, g
 
 MODELS: dict[str, ModelSpec] = {
     "maskrcnn_r18_fpn": ModelSpec(
-        mask_rcnn_gn.maskrcnn_r18_fpn,
+        mask_rcnn_variants.maskrcnn_r18_fpn,
         "maskrcnn",
         "ResNet-18-FPN Mask R-CNN, GroupNorm, 128-ch FPN, 2fc box head: the CPU default",
         recommended=True,
         recipe=SCRATCH,
     ),
     "maskrcnn_mnv3_fpn": ModelSpec(
-        mask_rcnn_gn.maskrcnn_mnv3_fpn,
+        mask_rcnn_variants.maskrcnn_mnv3_fpn,
         "maskrcnn",
         "MobileNetV3-Large-FPN Mask R-CNN, GroupNorm, 96-ch FPN, 2fc box head: fewest FLOPs",
         recipe=SCRATCH,
     ),
     "maskrcnn_r50_fpn": ModelSpec(
-        mask_rcnn_gn.maskrcnn_r50_fpn,
+        mask_rcnn_variants.maskrcnn_r50_fpn,
         "maskrcnn",
         "ResNet-50-FPN Mask R-CNN, GroupNorm, 4conv1fc box head: GPU",
         recipe=MASK_RCNN_GPU,

@@ -9,7 +9,7 @@ import torch
 from instseg.inference.fusion import fuse_clusters, fuse_instances, rank_fused
 from instseg.inference.tta import ScaleTTA, check_scales
 from instseg.structures import Instances
-from tests.models.test_solov2 import tiny_model
+from tests.models.solov2.test_model import tiny_model
 
 
 def _square(y: int, x: int, side: int, size: tuple[int, int] = (40, 40)) -> torch.Tensor:

@@ -16,9 +16,9 @@ from instseg.inference.calibrate import (
 )
 from instseg.inference.tta import FlipTTA
 from instseg.inference.tta_solov2 import augmented_raw, mirror_cells
-from instseg.models.solov2_post import postprocess_batch
+from instseg.models.solov2.post import postprocess_batch
 from tests.engine import check_calibration_against_predictions, make_shapes_dataset
-from tests.models.test_solov2 import VARIANTS, tiny_model
+from tests.models.solov2.test_model import VARIANTS, tiny_model
 
 #: every cell a candidate, nothing dropped by the final score threshold
 LOOSE: dict[str, object] = {"score_threshold": 0.0, "update_threshold": 0.0, "max_detections": 30}

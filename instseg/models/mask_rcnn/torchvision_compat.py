@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from instseg.errors import DataError
-from instseg.models.backbones import resnet_fpn
-from instseg.models.mask_rcnn import MaskRCNN, _json_config
+from instseg.models.common.backbones import resnet_fpn
+from instseg.models.mask_rcnn.model import MaskRCNN, _json_config
 
 
 def maskrcnn_r50_fpn_torchvision(num_classes: int = 90, **overrides: Any) -> MaskRCNN:

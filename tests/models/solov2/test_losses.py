@@ -1,12 +1,12 @@
-"""``dice_loss_logits`` (hand-written backward) against ``ops.dice_loss`` on sigmoids."""
+"""``dice_loss_logits`` (hand-written backward) against ``losses.dice_loss`` on sigmoids."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from instseg.models import ops
-from instseg.models.dice import dice_loss_logits
+from instseg.models.solov2 import losses
+from instseg.models.solov2.losses import dice_loss_logits
 
 
 @pytest.mark.parametrize(("p", "o", "shape"), [(17, 5, (13, 11)), (1, 1, (4, 4)), (6, 9, (30,))])
@@ -17,7 +17,7 @@ def test_values_and_gradients_match_autograd(p: int, o: int, shape: tuple[int, .
     targets[0] = 0  # an empty target
     index = torch.randint(0, o, (p,))
     weights = torch.randn(p)
-    want = ops.dice_loss(torch.sigmoid(logits), targets[index])
+    want = losses.dice_loss(torch.sigmoid(logits), targets[index])
     (want * weights).sum().backward()
     assert logits.grad is not None
     want_grad, logits.grad = logits.grad.clone(), None

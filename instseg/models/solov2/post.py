@@ -15,7 +15,7 @@ and pixels; a mask's probability is then the mean of the views' sigmoids.
 Cost: candidates' masks exist only at 1/4 scale and only as bool (their float probabilities
 are made in cache-sized row chunks, in place, and dropped; the kept masks' probabilities are
 recomputed, <= max_detections rows); the IoU of Matrix NMS is an exact int8 matmul over its
-upper triangle (:func:`ops.mask_iou_matrix`); only the kept masks are upsampled, a few at a
+upper triangle (:func:`nms.mask_iou_matrix`); only the kept masks are upsampled, a few at a
 time into the output. Eager loops run over a config-sized number of chunks, never over data;
 under tracing (ONNX export) whole-tensor equivalents are used instead, so
 :meth:`SOLOv2.detect` still exports (tests check both paths agree).
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from instseg.models import ops
+from instseg.models.solov2 import assign, nms
 
 __all__ = [
     "CACHE_BYTES",
@@ -115,7 +115,7 @@ def postprocess(
     several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
     is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
     ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
-    pixels, their xyxy boxes ``(N, 4)`` (:func:`ops.mask_boxes`), labels ``(N,)`` int64,
+    pixels, their xyxy boxes ``(N, 4)`` (:func:`assign.mask_boxes`), labels ``(N,)`` int64,
     scores ``(N,)`` descending. ``cache`` (a dict kept by the caller across calls on the same
     outputs with other mask thresholds, e.g. calibration): the candidates' mask probabilities
     are kept there and reused, the same values, not recomputed (up to ``CACHE_BYTES``)."""
@@ -132,7 +132,7 @@ def postprocess(
     # only the kept masks' probabilities, at the mask features' scale
     soft = mean_probs([k[order] for k in kerns], [_flat(f) for f in mask_feats])
     masks = paste_masks(soft.view(-1, *mask_feats[0].shape[-2:]), size, orig_size, cfg)
-    return masks, ops.mask_boxes(masks), labels[order], sc
+    return masks, assign.mask_boxes(masks), labels[order], sc
 
 
 def _flat(feat: Tensor) -> Tensor:
@@ -176,7 +176,7 @@ def matrix_nms_select(
     fh, fw = int(shape[0]), int(shape[1])
     idx = torch.nonzero(area > min_area).reshape(-1)  # integer indices (exportable)
     sc = scores[idx] * maskness[idx]
-    sc = ops.matrix_nms(
+    sc = nms.matrix_nms(
         binary[idx].view(-1, fh, fw), labels[idx], sc, cfg.nms_kernel, cfg.nms_sigma
     )
     keep = sc >= cfg.update_threshold

@@ -11,7 +11,7 @@ import torch
 
 from instseg.errors import DataError
 from instseg.models.mask_rcnn import MaskRCNN
-from instseg.models.torchvision_compat import load_torchvision_maskrcnn
+from instseg.models.mask_rcnn.torchvision_compat import load_torchvision_maskrcnn
 from instseg.models.zoo import build_model
 from instseg.structures import Instances
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from instseg.models import group_norm as group_norm_module
-from instseg.models.backbones import group_norm
-from instseg.models.group_norm import GroupNorm
+from instseg.models.common import group_norm as group_norm_module
+from instseg.models.common.backbones import group_norm
+from instseg.models.common.group_norm import GroupNorm
 
 
 def _pair(groups: int, channels: int) -> tuple[nn.GroupNorm, GroupNorm]:
@@ -45,7 +45,7 @@ def test_channels_last_backward_matches_native(n: int, c: int, h: int, w: int, g
 
 
 def test_gradcheck_float64_function() -> None:
-    from instseg.models.group_norm import _ChannelsLastGroupNorm
+    from instseg.models.common.group_norm import _ChannelsLastGroupNorm
 
     torch.manual_seed(0)
     x = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)

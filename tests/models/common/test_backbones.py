@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.models.backbones import mobilenet_v3_fpn, resnet_fpn
+from instseg.models.common.backbones import mobilenet_v3_fpn, resnet_fpn
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3"])

@@ -5,20 +5,20 @@ Reading order, image -> masks:
        ``input_scale``, ``train_input_scale`` in ``losses``), normalize, pad to a multiple of
        32 -> ``(B, 3, Hp, Wp)``.
     2. backbone + FPN -> P2..P6 (strides 4..64).
-    3. :class:`SOLOv2Head` (:mod:`solov2_heads`): per level, features (+2 CoordConv
+    3. :class:`SOLOv2Head` (:mod:`.heads`): per level, features (+2 CoordConv
        channels) resized to an ``S x S`` grid (or fixed-size cells: ``grid_canvas``,
        :meth:`SOLOv2.grid_shapes`);
        a category branch gives ``(B, K, S, S)`` class logits, a kernel branch
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
-       :mod:`solov2_prior`: a pixel-unit quadratic around each cell, added to its mask; +3
+       :mod:`.prior`: a pixel-unit quadratic around each cell, added to its mask; +3
        with ``center_votes``: the cell's object center and a sharpness).
     4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
        ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``;
        +2 channels with ``center_votes``: each pixel's offset to its object's center).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
-    6. training: :func:`ops.assign_targets` (center sampling) -> focal + Dice losses (+ L1 of
+    6. training: :func:`assign.assign_targets` (center sampling) -> focal + Dice losses (+ L1 of
        the center votes); inference: 2x2 point NMS on cell scores (``point_nms``), then
-       :mod:`solov2_post` (top-k, min-area filter, maskness rescoring, Matrix NMS, upsample to
+       :mod:`.post` (top-k, min-area filter, maskness rescoring, Matrix NMS, upsample to
        the original size).
 
 Public tensor API (what test-time augmentation, calibration and export wrap):
@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instseg.models import ops, solov2_prior, solov2_targets
-from instseg.models.dice import dice_loss_logits
-from instseg.models.solov2_heads import MaskFeatureHead, SOLOv2Head
-from instseg.models.solov2_post import PostConfig, SOLOv2Raw, postprocess_batch
+from instseg.models.solov2 import assign, losses, nms, prior, targets
+from instseg.models.solov2.heads import MaskFeatureHead, SOLOv2Head
+from instseg.models.solov2.losses import dice_loss_logits
+from instseg.models.solov2.post import PostConfig, SOLOv2Raw, postprocess_batch
 from instseg.structures import Instances
 
 __all__ = [
@@ -122,13 +122,13 @@ class SOLOv2(nn.Module):
         self.num_classes = int(num_classes)
         self.config: dict[str, Any] = {}
         # center votes: pixels vote for their object's center, cells predict theirs and a
-        # sharpness; the mask logit falls with the distance between the two (solov2_prior)
+        # sharpness; the mask logit falls with the distance between the two (:mod:`.prior`)
         self.position_prior, self.center_votes = bool(position_prior), bool(center_votes)
         self.vote_loss_weight = vote_loss_weight
         self._build_heads(head_channels, stacked_convs, kernel_channels, mask_channels, mask_stride)
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
-        self.prior_units = solov2_prior.prior_units(self.scale_ranges)
+        self.prior_units = prior.prior_units(self.scale_ranges)
         # fixed-size cells: num_grids are the grids of a grid_canvas x grid_canvas input
         self.grid_canvas = None if grid_canvas is None else int(grid_canvas)
         self.strides = tuple(int(s) for s in strides)
@@ -160,8 +160,8 @@ class SOLOv2(nn.Module):
         """The category / kernel head and the mask-feature head, with the kernel channels of
         the position prior and the center votes."""
         channels = int(self.backbone.out_channels)  # type: ignore[arg-type]
-        extra = solov2_prior.NUM_COEFS if self.position_prior else 0
-        extra += solov2_prior.NUM_VOTE_PARAMS if self.center_votes else 0
+        extra = prior.NUM_COEFS if self.position_prior else 0
+        extra += prior.NUM_VOTE_PARAMS if self.center_votes else 0
         self.head = SOLOv2Head(
             channels, self.num_classes, head_channels, stacked_convs, kernel_channels + extra
         )
@@ -221,7 +221,7 @@ class SOLOv2(nn.Module):
         input (the paper), or with ``grid_canvas`` cells of a fixed pixel size
         (``round(Hp * S / canvas)`` x ``round(Wp * S / canvas)``), so that a model trained on
         crops sees the same cells on whole images of any size."""
-        return ops.grid_shapes(self.num_grids, padded, self.grid_canvas)
+        return assign.grid_shapes(self.num_grids, padded, self.grid_canvas)
 
     def network(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Padded batch ``(B, 3, Hp, Wp)`` -> per level class logits ``(B, K, rows, cols)`` and
@@ -242,13 +242,13 @@ class SOLOv2(nn.Module):
         """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` (``h = Hp / mask_stride``)
         (``E + 2`` channels with ``center_votes``) -> the two sides of the mask matmul:
         ``(B, C, E'')`` and ``(B, E'', h, w)`` (the position prior adds 6:
-        :func:`solov2_prior.expand` coefficients and monomial channels; center votes 4:
-        :func:`solov2_prior.expand_votes` and :func:`solov2_prior.vote_channels`)."""
+        :func:`prior.expand` coefficients and monomial channels; center votes 4:
+        :func:`prior.expand_votes` and :func:`prior.vote_channels`)."""
         if not (self.position_prior or self.center_votes):
             return kernels, mask_feat
         fh, fw = mask_feat.shape[-2:]
         padded = (self.mask_stride * fh, self.mask_stride * fw)
-        return solov2_prior.mask_operands(
+        return prior.mask_operands(
             kernels, mask_feat, self.grid_shapes(padded), self.prior_units, self.mask_stride,
             self.position_prior, self.center_votes,
         )  # fmt: skip
@@ -256,7 +256,7 @@ class SOLOv2(nn.Module):
     def cell_scores(self, probs: list[Tensor]) -> Tensor:
         """Per-level class probabilities ``(B, K, S, S)`` -> class scores ``(B, C, K)`` (2x2
         point NMS when ``point_nms``)."""
-        return self.flatten([ops.points_nms(p) if self.point_nms else p for p in probs])
+        return self.flatten([nms.points_nms(p) if self.point_nms else p for p in probs])
 
     @staticmethod
     def flatten(preds: list[Tensor]) -> Tensor:
@@ -269,7 +269,7 @@ class SOLOv2(nn.Module):
     def _image_targets(
         self, target: Instances, size: tuple[int, int], padded: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Cell labels / cell GT indices (see :func:`ops.assign_targets`) and soft masks
+        """Cell labels / cell GT indices (see :func:`assign.assign_targets`) and soft masks
         ``(N, Hp/s, Wp/s)`` (``s = mask_stride``, area-averaged) of one image's ground truth,
         in network-input coordinates."""
         device = self.image_mean.device
@@ -278,12 +278,12 @@ class SOLOv2(nn.Module):
         if target.masks is None and n > 0:
             raise ValueError("SOLOv2 needs instance masks in its targets")
         masks = target.masks if target.masks is not None else torch.zeros(0, h, w, dtype=torch.bool)
-        # masks resized like the image, padded, pooled to 1/s (solov2_targets); on a CPU
+        # masks resized like the image, padded, pooled to 1/s (targets); on a CPU
         # inside each object's box, on an accelerator all at full size
         if device.type == "cpu":
-            soft, centers = solov2_targets.soft_masks(masks, size, padded, self.mask_stride)
+            soft, centers = targets.soft_masks(masks, size, padded, self.mask_stride)
         else:
-            soft, centers = solov2_targets.soft_masks_dense(
+            soft, centers = targets.soft_masks_dense(
                 masks.to(device), size, padded, self.mask_stride
             )
         sy, sx = size[0] / h, size[1] / w
@@ -291,7 +291,7 @@ class SOLOv2(nn.Module):
         box_centers = torch.stack([boxes[:, 1] + boxes[:, 3], boxes[:, 0] + boxes[:, 2]], 1) / 2
         centers = torch.where(torch.isnan(centers), box_centers, centers)
         assert target.iscrowd is not None
-        cell_labels, cell_gt = ops.assign_targets(
+        cell_labels, cell_gt = assign.assign_targets(
             boxes.cpu(),
             centers.cpu(),
             target.labels.cpu(),
@@ -307,7 +307,7 @@ class SOLOv2(nn.Module):
     def losses(self, images: list[Tensor], targets: list[Instances]) -> dict[str, Tensor]:
         """``{"loss_cate", "loss_mask"}`` scalars: focal loss over all cells / (positives + 1),
         Dice loss averaged over positive cells; with ``center_votes`` also ``"loss_vote"``: L1 of the
-        predicted center offsets on foreground pixels (:func:`solov2_prior.vote_targets`).
+        predicted center offsets on foreground pixels (:func:`prior.vote_targets`).
         Crowd objects only mark ignored cells."""
         if len(images) != len(targets):
             raise ValueError(f"SOLOv2.losses: {len(images)} images but {len(targets)} targets")
@@ -323,7 +323,7 @@ class SOLOv2(nn.Module):
             cell_labels, cell_gt, soft = self._image_targets(target, size, padded)
             labels.append(cell_labels)
             if votes is not None:
-                v_sum, v_pixels = solov2_prior.vote_l1(
+                v_sum, v_pixels = prior.vote_l1(
                     votes[b], soft, self.mask_stride, self.prior_units[0]
                 )
                 vote_sum, vote_pixels = vote_sum + v_sum, vote_pixels + v_pixels
@@ -333,7 +333,7 @@ class SOLOv2(nn.Module):
                 dice.append(dice_loss_logits(logits, soft, cell_gt[pos]))
         all_labels = torch.cat(labels)
         num_pos = int(((all_labels >= 0) & (all_labels < self.num_classes)).sum())
-        focal = ops.focal_loss(
+        focal = losses.focal_loss(
             cate_flat.reshape(-1, self.num_classes), all_labels, self.focal_alpha, self.focal_gamma
         )
         loss_cate = self.cate_loss_weight * focal / (num_pos + 1)
@@ -372,7 +372,7 @@ class SOLOv2(nn.Module):
         return self.decode(self.network(batch), padded, sizes, originals)
 
     def post_config(self) -> PostConfig:
-        """The inference thresholds of :mod:`solov2_post` from this model's attributes."""
+        """The inference thresholds of :mod:`.post` from this model's attributes."""
         return PostConfig(
             self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
             self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,

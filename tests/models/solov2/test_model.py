@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from instseg.models.ops import assign_targets, mask_boxes
 from instseg.models.solov2 import SOLOv2
-from instseg.models.solov2_variants import solov2_light_r18
+from instseg.models.solov2.assign import assign_targets, mask_boxes
+from instseg.models.solov2.variants import solov2_light_r18
 from instseg.structures import Instances
 
 K_OFFSETS = [
@@ -120,7 +120,7 @@ def test_assign_targets_hand_made_scene() -> None:
 
 
 def test_fixed_size_cells_follow_the_input_not_the_image() -> None:
-    from instseg.models.ops import grid_shapes
+    from instseg.models.solov2.assign import grid_shapes
 
     assert grid_shapes((40, 12), (320, 480)) == [(40, 40), (12, 12)]
     assert grid_shapes((40, 12), (320, 480), canvas=320) == [(40, 60), (12, 18)]
@@ -346,7 +346,7 @@ def test_eager_fast_postprocess_matches_exportable_path(
 ) -> None:
     """The eager path (row/output chunks, in-place ops) gives what the traced path computes on
     whole tensors; one-row chunks and many more candidates than chunks included."""
-    from instseg.models import solov2_post
+    from instseg.models.solov2 import post as solov2_post
 
     model = tiny_model(
         score_threshold=0.0, update_threshold=0.0, max_detections=40, **VARIANTS[name]
@@ -373,7 +373,7 @@ def test_half_scale_masks_score_as_their_quarter_scale_average() -> None:
     model's labels and scores, and masks that differ only by the finer upsampling."""
     from dataclasses import replace
 
-    from instseg.models.solov2_post import PostConfig, postprocess
+    from instseg.models.solov2.post import PostConfig, postprocess
 
     torch.manual_seed(0)
     feat4 = nn.functional.interpolate(torch.randn(1, 8, 4, 5), size=(16, 20), mode="bilinear")[0]
@@ -398,7 +398,7 @@ def test_half_scale_masks_score_as_their_quarter_scale_average() -> None:
 def test_position_prior_expansion_is_the_relative_quadratic() -> None:
     """Coefficients x monomials == a_xx dx^2 + a_yy dy^2 + a_xy dx dy + b_x dx + b_y dy with
     ``d = (pixel - cell center) / unit``, at every 1/4-scale feature pixel."""
-    from instseg.models import solov2_prior as sp
+    from instseg.models.solov2 import prior as sp
 
     torch.manual_seed(0)
     grids, units, padded = [(5, 5), (3, 3)], (16.0, 40.0), (96, 160)

@@ -9,9 +9,9 @@ import torch
 
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.models.autoconfig import DatasetSizeStats
-from instseg.models.solov2_config import assignment_coverage, suggest_solov2_config
+from instseg.models.solov2.config import assignment_coverage, suggest_solov2_config
 from instseg.structures import Instances
-from tests.models.test_solov2 import tiny_model
+from tests.models.solov2.test_model import tiny_model
 
 
 # -- data-adaptive defaults ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from instseg.models import ops
+from instseg.models.solov2 import assign
 
 __all__ = ["axis_weights", "bilinear_weights", "soft_masks", "soft_masks_dense"]
 
@@ -95,7 +95,7 @@ def soft_masks(
     moments_x = torch.stack([rx.sum(0), xs @ rx], 1)  # (w, 2)
     y_first, y_last = _bands(ay)
     x_first, x_last = _bands(ax)
-    boxes = ops.mask_boxes(masks).long().tolist()
+    boxes = assign.mask_boxes(masks).long().tolist()
     cpu_masks = masks.cpu()
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         if x2 <= x1 or y2 <= y1:
@@ -123,7 +123,7 @@ def soft_masks_dense(
         m = masks[k : k + 32].to(torch.float32)
         if (h, w) != size:
             m = F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0]
-        centers[k : k + 32] = ops.center_of_mass(m)
+        centers[k : k + 32] = assign.center_of_mass(m)
         m = F.pad(m, (0, padded[1] - size[1], 0, padded[0] - size[0]))
         soft[k : k + 32] = F.avg_pool2d(m[None], stride)[0]
     return soft, centers

@@ -26,7 +26,7 @@ reuses, so both families see the same input):
   crops) also get ``grid_canvas`` = the typical input side (cells keep one pixel size on
   crops and on whole images of any size) and ``position_prior`` (kernels localize masks in
   pixels around their cell, not in image-relative CoordConv coordinates): see
-  :mod:`instseg.models.solov2_prior`. On DSB nuclei (15 CPU minutes) the prior lifted mask
+  :mod:`instseg.models.solov2.prior`. On DSB nuclei (15 CPU minutes) the prior lifted mask
   AP from 0.055 to 0.158; fixed cells kept it at 0.162 (bench/README.md). They also get
   ``center_votes`` (pixels vote for their object's center, separating touching objects):
   light SOLOv2 on nuclei 0.356 -> 0.368 and 0.315 -> 0.356 mask AP (seeds 0 / 1).
@@ -80,7 +80,7 @@ def assignment_coverage(
     (box centers stand in for mass centers) on up to ``max_images`` evenly spaced images."""
     import torch  # lazily: this module stays importable without torch (light CLI commands)
 
-    from instseg.models import ops
+    from instseg.models.solov2 import assign
 
     grids = tuple(int(g) for g in overrides.get("num_grids", PAPER_GRIDS))
     canvas = overrides.get("grid_canvas")
@@ -97,9 +97,9 @@ def assignment_coverage(
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
         centers = torch.stack([xywh[:, 1] + xywh[:, 3] / 2, xywh[:, 0] + xywh[:, 2] / 2], 1)
         crowd = torch.tensor([bool(a.iscrowd) for a in anns])
-        _, gt = ops.assign_targets(
+        _, gt = assign.assign_targets(
             boxes, centers, torch.zeros(len(anns), dtype=torch.int64), crowd,
-            (hp, wp), 1, ops.grid_shapes(grids, (hp, wp), canvas), ranges, sigma,
+            (hp, wp), 1, assign.grid_shapes(grids, (hp, wp), canvas), ranges, sigma,
         )  # fmt: skip
         owned += int(gt[gt >= 0].unique().numel())
         total += int((~crowd).sum())

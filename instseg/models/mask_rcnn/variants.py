@@ -13,8 +13,8 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead as ConvFCHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 
-from instseg.models.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
-from instseg.models.mask_rcnn import MaskRCNN, _json_config
+from instseg.models.common.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.models.mask_rcnn.model import MaskRCNN, _json_config
 
 __all__ = [
     "GN_VARIANTS",

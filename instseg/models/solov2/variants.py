@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from instseg.models.backbones import mobilenet_v3_fpn, resnet_fpn
-from instseg.models.solov2 import SOLOv2
+from instseg.models.common.backbones import mobilenet_v3_fpn, resnet_fpn
+from instseg.models.solov2.model import SOLOv2
 
 __all__ = [
     "SOLOV2_VARIANTS",
@@ -52,7 +52,7 @@ def build_solov2(
     **model_kwargs: Any,
 ) -> SOLOv2:
     """SOLOv2 on a GroupNorm (by default) ResNet/MobileNetV3 + FPN P2..P6 from
-    :mod:`instseg.models.backbones` (plus its stride-2 stem map for ``mask_stride=2``);
+    :mod:`instseg.models.common.backbones` (plus its stride-2 stem map for ``mask_stride=2``);
     ``model_kwargs`` go to :class:`SOLOv2`."""
     stem = model_kwargs.get("mask_stride", 4) == 2
     if backbone == "mobilenet_v3":

@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from instseg.masks import masks_to_boxes
-from instseg.models import ops
+from instseg.models.solov2 import assign, losses, nms
 
 
 def matrix_nms_loop(
@@ -60,14 +60,14 @@ def test_matrix_nms_matches_loop(kernel: str, seed: int) -> None:
     masks ^= torch.rand(n, h, w, generator=g) < 0.05
     labels = torch.randint(0, 3, (n,), generator=g)
     scores = torch.rand(n, generator=g)
-    got = ops.matrix_nms(masks, labels, scores, kernel=kernel, sigma=2.0)
+    got = nms.matrix_nms(masks, labels, scores, kernel=kernel, sigma=2.0)
     want = matrix_nms_loop(masks, labels, scores, kernel, 2.0)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert (got <= scores + 1e-7).all()
     # permuting the input permutes the output
     perm = torch.randperm(n, generator=g)
     torch.testing.assert_close(
-        ops.matrix_nms(masks[perm], labels[perm], scores[perm], kernel), got[perm]
+        nms.matrix_nms(masks[perm], labels[perm], scores[perm], kernel), got[perm]
     )
 
 
@@ -79,32 +79,32 @@ def test_matrix_nms_hand_cases() -> None:
     masks = torch.stack([a, a, b, a])
     labels = torch.tensor([0, 0, 0, 1])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    gauss = ops.matrix_nms(masks, labels, scores, "gaussian", sigma=2.0)
+    gauss = nms.matrix_nms(masks, labels, scores, "gaussian", sigma=2.0)
     assert gauss[0] == pytest.approx(0.9)  # top candidate untouched
     assert gauss[1] == pytest.approx(0.8 * math.exp(-2.0))  # exact duplicate decayed
     assert gauss[2] == pytest.approx(0.7)  # disjoint mask untouched
     assert gauss[3] == pytest.approx(0.6)  # same mask, other class untouched
-    linear = ops.matrix_nms(masks, labels, scores, "linear")
+    linear = nms.matrix_nms(masks, labels, scores, "linear")
     assert linear[1] == pytest.approx(0.0) and linear[2] == pytest.approx(0.7)
     # a third duplicate: its decay is compensated by the second one's own suppression
-    three = ops.matrix_nms(
+    three = nms.matrix_nms(
         torch.stack([a, a, a]), torch.zeros(3, dtype=torch.int64), torch.tensor([0.9, 0.8, 0.7])
     )
     assert three[2] == pytest.approx(0.7 * math.exp(-2.0))
-    assert ops.matrix_nms(masks[:0], labels[:0], scores[:0]).shape == (0,)
+    assert nms.matrix_nms(masks[:0], labels[:0], scores[:0]).shape == (0,)
     with pytest.raises(ValueError, match="kernel"):
-        ops.matrix_nms(masks, labels, scores, "box")
+        nms.matrix_nms(masks, labels, scores, "box")
 
 
 def test_dice_loss() -> None:
     t = torch.zeros(2, 10, 10)
     t[:, 2:6, 2:6] = 1
-    assert ops.dice_loss(t, t).max() < 1e-3
-    assert ops.dice_loss(1 - t, t).min() > 0.999
+    assert losses.dice_loss(t, t).max() < 1e-3
+    assert losses.dice_loss(1 - t, t).min() > 0.999
     p = torch.rand(3, 5, 5)
     q = (torch.rand(3, 5, 5) > 0.5).float()
     want = 1 - 2 * (p * q).sum((1, 2)) / ((p * p).sum((1, 2)) + (q * q).sum((1, 2)) + 2e-3)
-    torch.testing.assert_close(ops.dice_loss(p, q), want)
+    torch.testing.assert_close(losses.dice_loss(p, q), want)
 
 
 def test_focal_loss_ignores_and_background() -> None:
@@ -114,23 +114,23 @@ def test_focal_loss_ignores_and_background() -> None:
     onehot[0, 0] = onehot[1, 2] = onehot[5, 1] = 1
     full = sigmoid_focal_loss(logits, onehot, alpha=0.25, gamma=2.0, reduction="none")
     want = full[[0, 1, 2, 3, 5]].sum()
-    torch.testing.assert_close(ops.focal_loss(logits, labels), want)
+    torch.testing.assert_close(losses.focal_loss(logits, labels), want)
 
 
 def test_center_of_mass_and_regions() -> None:
     m = torch.zeros(1, 256, 256)
     m[0, 40:80, 80:120] = 1  # 40x40 square, mass center (60, 100)
-    c = ops.center_of_mass(m)
+    c = assign.center_of_mass(m)
     torch.testing.assert_close(c, torch.tensor([[60.0, 100.0]]))
-    assert torch.isnan(ops.center_of_mass(torch.zeros(1, 4, 4))).all()
+    assert torch.isnan(assign.center_of_mass(torch.zeros(1, 4, 4))).all()
     boxes = torch.tensor([[80.0, 40.0, 120.0, 80.0]])
     # grid 40 on 256 px: cell 6.4 px; center cell (row 9, col 15); sigma box +-4 px
-    reg = ops.center_regions(c, boxes, 40, (256, 256), sigma=0.2)
+    reg = assign.center_regions(c, boxes, 40, (256, 256), sigma=0.2)
     assert reg.tolist() == [[8, 10, 15, 16]]
     # a huge sigma box is clipped to 3x3 around the center cell
-    assert ops.center_regions(c, boxes, 40, (256, 256), sigma=5.0).tolist() == [[8, 10, 14, 16]]
+    assert assign.center_regions(c, boxes, 40, (256, 256), sigma=5.0).tolist() == [[8, 10, 14, 16]]
     # a tiny object keeps its center cell
-    assert ops.center_regions(c, boxes, 40, (256, 256), sigma=0.0).tolist() == [[9, 9, 15, 15]]
+    assert assign.center_regions(c, boxes, 40, (256, 256), sigma=0.0).tolist() == [[9, 9, 15, 15]]
 
 
 def test_points_nms_keeps_local_maxima() -> None:
@@ -138,7 +138,7 @@ def test_points_nms_keeps_local_maxima() -> None:
     heat[0, 0, 1, 1] = 0.9
     heat[0, 0, 1, 2] = 0.5  # neighbour of a larger score: removed
     heat[0, 0, 3, 3] = 0.4
-    out = ops.points_nms(heat)
+    out = nms.points_nms(heat)
     assert out[0, 0, 1, 1] == pytest.approx(0.9) and out[0, 0, 3, 3] == pytest.approx(0.4)
     assert out[0, 0, 1, 2] == 0
 
@@ -147,7 +147,7 @@ def test_mask_boxes_match_numpy_codec() -> None:
     rng = np.random.default_rng(0)
     masks = rng.random((6, 9, 11)) < 0.1
     masks[2] = False
-    got = ops.mask_boxes(torch.from_numpy(masks))
+    got = assign.mask_boxes(torch.from_numpy(masks))
     want = torch.from_numpy(masks_to_boxes(masks)).float()
     torch.testing.assert_close(got, want)
     assert got[2].tolist() == [0, 0, 0, 0]
@@ -161,17 +161,17 @@ def test_mask_iou_matrix_exact_for_bool_and_soft() -> None:
     inter = m @ m.t()
     area = m.sum(1)
     want = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-6)).float()
-    got = ops.mask_iou_matrix(masks)  # bool: the int8 matmul on CPU
+    got = nms.mask_iou_matrix(masks)  # bool: the int8 matmul on CPU
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ops.mask_iou_matrix(masks.float()), got, rtol=0, atol=1e-6)
+    torch.testing.assert_close(nms.mask_iou_matrix(masks.float()), got, rtol=0, atol=1e-6)
     assert got[3].abs().sum() == 0 and got[0, 0] == 1.0
 
 
 def test_mask_boxes_bool_and_numeric_agree() -> None:
     masks = torch.rand(5, 20, 30, generator=torch.Generator().manual_seed(1)) < 0.02
     masks[1] = False
-    boxes = ops.mask_boxes(masks)
-    torch.testing.assert_close(ops.mask_boxes(masks.to(torch.uint8) * 3), boxes)
+    boxes = assign.mask_boxes(masks)
+    torch.testing.assert_close(assign.mask_boxes(masks.to(torch.uint8) * 3), boxes)
     ys, xs = torch.nonzero(masks[0], as_tuple=True)
     assert boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     assert boxes[1].tolist() == [0, 0, 0, 0]
@@ -180,8 +180,8 @@ def test_mask_boxes_bool_and_numeric_agree() -> None:
 @pytest.mark.parametrize("n", [1, 3, 7, 40])
 def test_mask_iou_matrix_upper_triangle(n: int) -> None:
     masks = torch.rand(n, 6, 9, generator=torch.Generator().manual_seed(n)) < 0.5
-    full = ops.mask_iou_matrix(masks)
-    upper = ops.mask_iou_matrix(masks, upper=True)
+    full = nms.mask_iou_matrix(masks)
+    upper = nms.mask_iou_matrix(masks, upper=True)
     keep = torch.ones(n, n, dtype=torch.bool).triu()
     torch.testing.assert_close(upper[keep], full[keep], rtol=0, atol=0)
     torch.testing.assert_close(full, full.t())

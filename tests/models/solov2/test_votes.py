@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from instseg.models import solov2_prior
+from instseg.models.solov2 import prior as solov2_prior
 from instseg.models.zoo import build_model
 from instseg.structures import Instances
-from tests.models.test_solov2 import scene, tiny_model
+from tests.models.solov2.test_model import scene, tiny_model
 
 
 def test_vote_targets_point_from_each_pixel_to_its_objects_center() -> None:

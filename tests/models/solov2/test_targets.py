@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from instseg.models.solov2_targets import (
+from instseg.models.solov2.targets import (
     axis_weights,
     bilinear_weights,
     soft_masks,

@@ -25,7 +25,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from instseg.models.group_norm import GroupNorm
+from instseg.models.common.group_norm import GroupNorm
 
 __all__ = ["FPNBackbone", "group_norm", "mobilenet_v3_fpn", "norm_layer", "resnet_fpn"]
 
@@ -39,7 +39,7 @@ _RESNETS: dict[str, Callable[..., resnet.ResNet]] = {
 
 def group_norm(num_channels: int) -> nn.GroupNorm:
     """GroupNorm with 32 groups where the width allows (else gcd(32, C), >= 2 channels/group);
-    :class:`instseg.models.group_norm.GroupNorm`, whose channels-last CPU backward is faster."""
+    :class:`instseg.models.common.group_norm.GroupNorm`, whose channels-last CPU backward is faster."""
     groups = math.gcd(32, num_channels)
     while groups > 1 and num_channels // groups < 2:
         groups //= 2

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instseg.models.backbones import group_norm
+from instseg.models.common.backbones import group_norm
 
 __all__ = ["MaskFeatureHead", "SOLOv2Head", "conv_gn_relu", "coord_features"]
 

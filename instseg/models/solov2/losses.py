@@ -1,4 +1,6 @@
-"""SOLOv2's Dice loss straight from mask logits, with a hand-written backward.
+"""SOLOv2's losses: the focal loss over cells, the Dice loss of masks (on probabilities:
+:func:`dice_loss`, the reference), and the Dice loss straight from mask logits with a
+hand-written backward (:func:`dice_loss_logits`, what training uses).
 
 A crowded nuclei crop has hundreds of positive cells, each with a ``(H/4 * W/4)`` mask: the
 autograd graph of ``dice_loss(sigmoid(logits), targets[index])`` writes about ten
@@ -9,8 +11,8 @@ products, and the backward is one buffer updated in place:
     L_i = 1 - 2 a_i / d_i,  a_i = sum p_i t_i,  d_i = sum p_i^2 + sum t_i^2 + 2 eps
     dL_i / dlogit_i = (-2 t_i / d_i + 4 a_i p_i / d_i^2) * p_i * (1 - p_i)
 
-Same values as :func:`instseg.models.ops.dice_loss` on ``sigmoid(logits)`` (a test checks
-values and gradients); ``bench/loss_speed.py`` times the two.
+Same values as :func:`dice_loss` on ``sigmoid(logits)`` (a test checks values and
+gradients); ``bench/train_step_speed.py`` times the two.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import sigmoid_focal_loss
 
-__all__ = ["dice_loss_logits"]
+__all__ = ["dice_loss", "dice_loss_logits", "focal_loss"]
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -68,3 +72,28 @@ def dice_loss_logits(logits: Tensor, targets: Tensor, index: Tensor, eps: float 
         raise ValueError(f"dice_loss_logits: logits {tuple(logits.shape)} vs targets {tuple(targets.shape)}")
     out: Tensor = _DiceFromLogits.apply(flat, t, index, eps)
     return out
+
+
+# -- losses ---------------------------------------------------------------------------------
+def dice_loss(probs: Tensor, targets: Tensor, eps: float = 1e-3) -> Tensor:
+    """Per-instance Dice loss ``(N,)``: ``1 - 2 sum(pt) / (sum(p^2) + sum(t^2))`` (SOLO's form).
+
+    ``probs`` and ``targets`` are ``(N, H, W)`` in [0, 1] (targets may be soft).
+    """
+    p = probs.reshape(probs.shape[0], -1)
+    t = targets.reshape(targets.shape[0], -1).to(p.dtype)
+    inter = (p * t).sum(1)
+    denom = (p * p).sum(1) + eps + (t * t).sum(1) + eps
+    return 1.0 - 2.0 * inter / denom
+
+
+def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Summed sigmoid focal loss (torchvision) of ``logits (M, K)``.
+
+    ``labels (M,)`` int64: ``0..K-1`` positive class, ``K`` background, ``-1`` ignored.
+    """
+    num_classes = logits.shape[1]
+    valid = labels >= 0
+    onehot = F.one_hot(labels.clamp(min=0), num_classes + 1)[:, :num_classes].to(logits.dtype)
+    loss = sigmoid_focal_loss(logits, onehot, alpha=alpha, gamma=gamma, reduction="none")
+    return (loss * valid[:, None].to(loss.dtype)).sum()

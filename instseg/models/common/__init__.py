@@ -1,0 +1,1 @@
+"""Parts both model families use: backbones with FPNs, GroupNorm."""

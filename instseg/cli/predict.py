@@ -59,11 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """``(model, meta, device)`` from ``--model``/``--device``/threshold options."""
-    import torch
+    from instseg.device import resolve_device
+    from instseg.inference.loading import load_model
 
-    from instseg.engine.checkpoint import load_model
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device)
     if args.score_threshold is not None:
         model.score_threshold = args.score_threshold

@@ -13,12 +13,12 @@ from instseg.cli.main import main
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.data.synthetic_nuclei import make_nuclei_sample
 from instseg.engine.calibrate import apply_inference_options
-from instseg.engine.checkpoint import load_model
+from instseg.engine.checkpoint import shipped_path
 from instseg.errors import InstsegError
+from instseg.inference.loading import load_model
 from instseg.masks import encode
 from instseg.models.mask_rcnn import MaskRCNN
 from instseg.models.mask_rcnn_tta import mirror_boxes, mirror_deltas, predict_augmented
-from instseg.models.pretrained import shipped_path
 from tests.engine import check_calibration_against_predictions
 
 

@@ -39,6 +39,7 @@ from instseg.errors import DataError
 from instseg.inference.predictor import Predictor
 from instseg.inference.sources import Item, Source, count_items, iter_sources
 from instseg.inference.tiling import TiledPrediction, predict_tiled_sparse
+from instseg.masks import crop_to_mask, paint_label_image
 from instseg.structures import Instances
 
 __all__ = [
@@ -71,14 +72,9 @@ def to_sparse(inst: Instances) -> TiledPrediction:
     masks = inst.masks.cpu().numpy()
     crops, offsets = [], []
     for i in order.tolist():
-        m = masks[i]
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        if rows.size == 0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            offsets.append((0, 0))
-            continue
-        crops.append(np.ascontiguousarray(m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
-        offsets.append((int(rows[0]), int(cols[0])))
+        crop, offset = crop_to_mask(masks[i])
+        crops.append(crop)
+        offsets.append(offset)
     return TiledPrediction(
         image_size=inst.image_size,
         crops=crops,
@@ -151,11 +147,14 @@ def write_label_image(path_stem: str | Path, labels: np.ndarray) -> Path:
 def semantic_image(pred: TiledPrediction) -> np.ndarray:
     """Class map ``(H, W)``: 0 background, label+1; a higher score is painted on top."""
     top = int(pred.labels.max(initial=0)) + 1
-    out = np.zeros(pred.image_size, dtype=np.uint8 if top <= 255 else np.uint16)
-    for i in range(len(pred) - 1, -1, -1):
-        m, (y0, x0) = pred.crops[i], pred.offsets[i].tolist()
-        out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = int(pred.labels[i]) + 1
-    return out
+    return paint_label_image(
+        pred.image_size,
+        pred.crops,
+        values=pred.labels.astype(np.int64) + 1,
+        scores=pred.scores,
+        offsets=pred.offsets,
+        dtype=np.uint8 if top <= 255 else np.uint16,
+    )
 
 
 def write_overlay(

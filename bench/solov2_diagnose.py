@@ -40,8 +40,8 @@ from instseg.structures import Instances  # noqa: E402
 def diagnose(
     checkpoint: Path, dataset: str, tile: int, overlap: int, settings: dict[str, object]
 ) -> None:
+    from instseg.data.coco import instances_to_coco
     from instseg.data.loader import TrainingDataset
-    from instseg.engine.evaluate import instances_to_coco
     from instseg.inference.loading import load_model
     from instseg.models.solov2 import SOLOv2
     from instseg.models.solov2_post import paste_masks

@@ -3,18 +3,24 @@
 Every problem is a :class:`~instseg.errors.DataError` naming the file and the item
 (``image id=3``, ``annotation id=17``, ``category id=9``). Under ``skip_invalid`` the bad
 item is dropped (an image with its annotations) and reported in ``dataset.skipped``.
+
+Predictions go out as COCO result dicts (:func:`coco_results`, :func:`instances_to_coco`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instseg import masks as mask_codec
 from instseg.data.dataset import Annotation, Category, ImageRecord, InstanceDataset
 from instseg.data.io import image_size
 from instseg.errors import DataError, ErrorPolicy
+
+if TYPE_CHECKING:  # no torch at import: reading COCO files stays light
+    from instseg.structures import Instances
 
 
 def read_json(path: str | Path) -> Any:
@@ -191,3 +197,53 @@ def load_coco(
 ) -> InstanceDataset:
     """Read and validate a COCO instances JSON file (see :func:`parse_coco`)."""
     return parse_coco(read_json(path), path, images_dir, skip_invalid, check_images)
+
+
+def coco_results(
+    image_id: int,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    scores: Sequence[float],
+    cat_ids: Sequence[int],
+    rles: Sequence[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One image's predictions as COCO result dicts, in input order.
+
+    ``boxes`` are xyxy absolute pixels (written as ``bbox`` xywh, 2 decimals); ``score`` has 5
+    decimals; ``segmentation`` (only with ``rles``) is a compressed RLE with ``counts`` str.
+    ``cat_ids[label]`` is the category id of model label ``label``; a label without one
+    (negative, or past the end of ``cat_ids``) is a ValueError naming it, never a guess.
+    """
+    out = []
+    for k, ((x1, y1, x2, y2), label, score) in enumerate(zip(boxes, labels, scores)):
+        if not 0 <= int(label) < len(cat_ids):
+            raise ValueError(
+                f"label {int(label)} has no category id (cat_ids {list(cat_ids)} cover labels "
+                f"0..{len(cat_ids) - 1})"
+            )
+        res: dict[str, Any] = {
+            "image_id": int(image_id),
+            "category_id": int(cat_ids[int(label)]),
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5),
+        }
+        if rles is not None:
+            rle = rles[k]
+            res["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
+        out.append(res)
+    return out
+
+
+def instances_to_coco(
+    inst: Instances, image_id: int, label_to_cat_id: Sequence[int]
+) -> list[dict[str, Any]]:
+    """:func:`coco_results` of an ``Instances`` (RLE segmentation when it has masks)."""
+    scores = inst.scores.cpu().tolist() if inst.scores is not None else [1.0] * len(inst)
+    return coco_results(
+        image_id,
+        inst.boxes.cpu().tolist(),
+        inst.labels.cpu().tolist(),
+        scores,
+        label_to_cat_id,
+        inst.to_rles() if inst.masks is not None else None,
+    )

@@ -35,19 +35,23 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image
 
+from instseg.data.coco import coco_results
 from instseg.errors import DataError
 from instseg.inference.predictor import Predictor
 from instseg.inference.sources import Item, Source, count_items, iter_sources
 from instseg.inference.tiling import TiledPrediction, predict_tiled_sparse
 from instseg.masks import crop_to_mask, paint_label_image
 from instseg.structures import Instances
+from instseg.viz import overlay
 
 __all__ = [
     "CSV_COLUMNS",
     "BatchReport",
-    "coco_results",
     "csv_rows",
+    "draw_overlay",
+    "prediction_results",
     "run_batch",
+    "save_image",
     "semantic_image",
     "to_sparse",
     "write_json_atomic",
@@ -85,24 +89,13 @@ def to_sparse(inst: Instances) -> TiledPrediction:
     )
 
 
-def coco_results(
+def prediction_results(
     pred: TiledPrediction, image_id: int, cat_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """COCO result dicts of one image; ``cat_ids[label]`` is the category id of a label."""
-    out = []
-    rles = pred.to_rles()
-    for (x1, y1, x2, y2), label, score, rle in zip(
-        pred.boxes.tolist(), pred.labels.tolist(), pred.scores.tolist(), rles
-    ):
-        cat = int(cat_ids[label]) if 0 <= label < len(cat_ids) else int(label) + 1
-        out.append({
-            "image_id": int(image_id),
-            "category_id": cat,
-            "segmentation": rle,
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(score), 5),
-        })  # fmt: skip
-    return out
+    """COCO result dicts of one image (:func:`instseg.data.coco.coco_results`, best score
+    first); ``cat_ids[label]`` is the category id of a label (ValueError when missing)."""
+    labels, scores = pred.labels.tolist(), pred.scores.tolist()
+    return coco_results(image_id, pred.boxes.tolist(), labels, scores, cat_ids, pred.to_rles())
 
 
 def csv_rows(name: str, pred: TiledPrediction, class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -157,14 +150,38 @@ def semantic_image(pred: TiledPrediction) -> np.ndarray:
     )
 
 
-def write_overlay(
-    path: str | Path, image: np.ndarray, pred: TiledPrediction, class_names: Sequence[str]
-) -> Path:
-    """Draw masks, outlines, class and score over ``image`` (RGB uint8) with
-    :func:`instseg.viz.overlay`; instances go in chunks of at most ``OVERLAY_MASK_BYTES`` of
-    full-size masks (on huge images colours repeat from chunk to chunk)."""
-    from instseg.viz import overlay
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an RGB uint8 ``(H, W, 3)`` (or gray) array as an image file (format from the
+    suffix), creating the folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(p)
+    return p
 
+
+def write_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    pred: TiledPrediction,
+    class_names: Sequence[str],
+    show_labels: bool = True,
+    show_scores: bool = True,
+) -> Path:
+    """Save :func:`draw_overlay` of ``pred`` over ``image`` to ``path``."""
+    drawn = draw_overlay(image, pred, class_names, show_labels, show_scores)
+    return save_image(path, drawn)
+
+
+def draw_overlay(
+    image: np.ndarray,
+    pred: TiledPrediction,
+    class_names: Sequence[str],
+    show_labels: bool = True,
+    show_scores: bool = True,
+) -> np.ndarray:
+    """Masks, outlines, class and score (as enabled; no boxes) drawn over ``image`` (RGB uint8)
+    with :func:`instseg.viz.overlay`; instances go in chunks of at most
+    ``OVERLAY_MASK_BYTES`` of full-size masks (on huge images colours repeat per chunk)."""
     h, w = pred.image_size
     step = max(1, int(OVERLAY_MASK_BYTES // max(h * w, 1)))  # bounded full-size mask memory
     out = image
@@ -177,11 +194,15 @@ def write_overlay(
             pred.scores[s : s + step],
             None if pred.model_boxes is None else pred.model_boxes[s : s + step],
         )
-        out = overlay(out, part.to_instances(), list(class_names), show_boxes=False)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(p)
-    return p
+        out = overlay(
+            out,
+            part.to_instances(),
+            list(class_names),
+            show_boxes=False,
+            show_scores=show_scores,
+            show_labels=show_labels,
+        )
+    return out
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
@@ -320,7 +341,7 @@ def run_batch(
 
     def write_item(image_id: int, item: Item, pred: TiledPrediction) -> None:
         assert item.image is not None
-        rows = coco_results(pred, image_id, cat_ids)
+        rows = prediction_results(pred, image_id, cat_ids)
         if write_labels:
             write_label_image(out / LABELS_DIR / item.name, pred.to_label_image())
         if write_semantic:

@@ -102,17 +102,45 @@ def parse_coco(
     _require(data, path)
     policy = ErrorPolicy(skip_invalid)
     root = Path(images_dir) if images_dir is not None else path.parent
+    categories = _parse_categories(data["categories"], path)
+    records = _parse_images(data["images"], path, root, policy, check_images)
+    known_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    seen_ann_ids: set[Any] = set()
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or "id" not in a:
+            policy.fail(DataError(path, f"annotations[{k}]", "annotation without 'id'"))
+            continue
+        if a["id"] in seen_ann_ids:
+            raise DataError(path, f"annotation id={a['id']}", "duplicate annotation id")
+        seen_ann_ids.add(a["id"])
+        try:
+            ann = _annotation(a, path, categories, records, known_image_ids)
+        except DataError as err:
+            policy.fail(err)
+            continue
+        if ann is not None:
+            records[ann.image_id].annotations.append(ann)
+    return InstanceDataset(list(records.values()), list(categories.values()), path, policy.skipped)
 
+
+def _parse_categories(items: list[Any], path: Path) -> dict[int, Category]:
+    """Category id -> :class:`Category`; DataError for a missing or duplicate id."""
     categories: dict[int, Category] = {}
-    for k, c in enumerate(data["categories"]):
+    for k, c in enumerate(items):
         if not isinstance(c, dict) or "id" not in c:
             raise DataError(path, f"categories[{k}]", "category without 'id'")
         if c["id"] in categories:
             raise DataError(path, f"category id={c['id']}", "duplicate category id")
         categories[c["id"]] = Category(int(c["id"]), str(c.get("name", c["id"])), str(c.get("supercategory", "")))
+    return categories
 
+
+def _parse_images(
+    items: list[Any], path: Path, root: Path, policy: ErrorPolicy, check_images: bool
+) -> dict[int, ImageRecord]:
+    """Image id -> :class:`ImageRecord` (no annotations yet); bad entries go to ``policy``."""
     records: dict[int, ImageRecord] = {}
-    for k, im in enumerate(data["images"]):
+    for k, im in enumerate(items):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             policy.fail(DataError(path, f"images[{k}]", "image entry needs 'id' and 'file_name'"))
             continue
@@ -123,70 +151,68 @@ def parse_coco(
         if not file_path.is_absolute():
             file_path = root / file_path
         try:
-            h, w = im.get("height"), im.get("width")
-            if check_images or h is None or w is None:
-                real = image_size(file_path, verify=check_images)
-                if h is not None and w is not None and (int(h), int(w)) != real:
-                    raise DataError(
-                        file_path, None, f"image is {real[0]}x{real[1]} but the JSON says {h}x{w}"
-                    )
-                h, w = real
-            elif not file_path.is_file():
-                raise DataError(file_path, None, "image file not found")
+            h, w = _image_size(file_path, im.get("height"), im.get("width"), check_images)
         except DataError as err:
             policy.fail(DataError(path, item, str(err)))
             continue
-        records[im["id"]] = ImageRecord(int(im["id"]), str(im["file_name"]), file_path, int(h), int(w))
+        records[im["id"]] = ImageRecord(int(im["id"]), str(im["file_name"]), file_path, h, w)
+    return records
 
-    known_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
-    seen_ann_ids: set[Any] = set()
-    for k, a in enumerate(data["annotations"]):
-        if not isinstance(a, dict) or "id" not in a:
-            policy.fail(DataError(path, f"annotations[{k}]", "annotation without 'id'"))
-            continue
-        item = f"annotation id={a['id']}"
-        if a["id"] in seen_ann_ids:
-            raise DataError(path, item, "duplicate annotation id")
-        seen_ann_ids.add(a["id"])
-        for key in ("image_id", "category_id", "segmentation"):
-            if key not in a:
-                policy.fail(DataError(path, item, f"missing '{key}'"))
-                break
-        else:
-            img_id = a["image_id"]
-            if img_id not in known_image_ids:
-                policy.fail(DataError(path, item, f"image_id {img_id} is not in 'images'"))
-                continue
-            if img_id not in records:  # image itself was skipped
-                continue
-            if a["category_id"] not in categories:
-                policy.fail(DataError(path, item, f"category_id {a['category_id']} is not declared in 'categories'"))
-                continue
-            rec = records[img_id]
-            problem = check_segmentation(a["segmentation"], rec.height, rec.width)
-            if problem:
-                policy.fail(DataError(path, item, problem))
-                continue
-            segm = a["segmentation"]
-            bbox = a.get("bbox")
-            area = a.get("area")
-            if bbox is None or area is None:
-                rle = mask_codec.segmentation_to_rle(segm, rec.height, rec.width)
-                bbox = bbox if bbox is not None else list(mask_codec.rle_boxes_xywh([rle])[0])
-                area = area if area is not None else float(mask_codec.area([rle])[0])
-            rec.annotations.append(
-                Annotation(
-                    id=a["id"],
-                    image_id=img_id,
-                    category_id=int(a["category_id"]),
-                    segmentation=segm,
-                    bbox=[float(v) for v in bbox],
-                    area=float(area),
-                    iscrowd=int(a.get("iscrowd", 0)),
-                    track_id=a.get("track_id"),
-                )
+
+def _image_size(file_path: Path, h: Any, w: Any, check_images: bool) -> tuple[int, int]:
+    """``(height, width)`` from the JSON, read from the file when missing or checked."""
+    if check_images or h is None or w is None:
+        real = image_size(file_path, verify=check_images)
+        if h is not None and w is not None and (int(h), int(w)) != real:
+            raise DataError(
+                file_path, None, f"image is {real[0]}x{real[1]} but the JSON says {h}x{w}"
             )
-    return InstanceDataset(list(records.values()), list(categories.values()), path, policy.skipped)
+        return real
+    if not file_path.is_file():
+        raise DataError(file_path, None, "image file not found")
+    return int(h), int(w)
+
+
+def _annotation(
+    a: dict[str, Any],
+    path: Path,
+    categories: dict[int, Category],
+    records: dict[int, ImageRecord],
+    known_image_ids: set[Any],
+) -> Annotation | None:
+    """One validated annotation (bbox and area computed when absent); None when its image
+    was skipped; DataError naming the annotation when it is invalid."""
+    item = f"annotation id={a['id']}"
+    for key in ("image_id", "category_id", "segmentation"):
+        if key not in a:
+            raise DataError(path, item, f"missing '{key}'")
+    img_id = a["image_id"]
+    if img_id not in known_image_ids:
+        raise DataError(path, item, f"image_id {img_id} is not in 'images'")
+    if img_id not in records:  # image itself was skipped
+        return None
+    if a["category_id"] not in categories:
+        raise DataError(path, item, f"category_id {a['category_id']} is not declared in 'categories'")
+    rec = records[img_id]
+    segm = a["segmentation"]
+    problem = check_segmentation(segm, rec.height, rec.width)
+    if problem:
+        raise DataError(path, item, problem)
+    bbox, area = a.get("bbox"), a.get("area")
+    if bbox is None or area is None:
+        rle = mask_codec.segmentation_to_rle(segm, rec.height, rec.width)
+        bbox = bbox if bbox is not None else list(mask_codec.rle_boxes_xywh([rle])[0])
+        area = area if area is not None else float(mask_codec.area([rle])[0])
+    return Annotation(
+        id=a["id"],
+        image_id=img_id,
+        category_id=int(a["category_id"]),
+        segmentation=segm,
+        bbox=[float(v) for v in bbox],
+        area=float(area),
+        iscrowd=int(a.get("iscrowd", 0)),
+        track_id=a.get("track_id"),
+    )
 
 
 def load_coco(

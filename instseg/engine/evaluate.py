@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from instseg.data.coco import instances_to_coco
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import TrainingDataset, collate
+from instseg.evaluation.coco_eval import evaluate
 
 __all__ = [
     "coco_summary",
@@ -73,8 +75,6 @@ def predict_dataset(
     index = 0
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(dataset), desc="predict", unit="img", dynamic_ncols=True)
     try:
         for images, _ in loader:
@@ -100,8 +100,6 @@ def coco_summary(
         results = [r for r in results if "segmentation" in r]
     if not results:
         return {k: 0.0 for k in SUMMARY_KEYS}
-    from instseg.evaluation.coco_eval import evaluate
-
     return {k: float(v) for k, v in evaluate(gt, results, iou_type=iou_type).summary().items()}
 
 

@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
+from instseg.inference.predictor import load_input
 from instseg.masks import crop_to_mask, paint_label_image
 from instseg.structures import Instances
 
@@ -279,8 +281,6 @@ def _dedupe(
 def crop_to_rle(mask: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict[str, Any]:
     """Compressed COCO RLE (counts str) of a bool crop ``(h, w)`` placed at ``(y0, x0)`` in a
     ``height x width`` image, without building the full-image mask."""
-    from pycocotools import mask as mask_utils
-
     h, w = mask.shape
     strip = np.zeros((height, w), dtype=np.uint8)
     strip[y0 : y0 + h] = mask
@@ -394,8 +394,6 @@ def predict_tiled_sparse(
     Instances`` in tile coordinates. ``image``: anything the Predictor accepts. See the module
     docstring for the merge rule.
     """
-    from instseg.inference.predictor import load_input
-
     img = load_input(image)
     h, w = img.shape[:2]
     tiles = tile_grid(h, w, tile_size, overlap)

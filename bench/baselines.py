@@ -167,8 +167,8 @@ def train_reference(
 @torch.no_grad()
 def predict_torchvision(model: nn.Module, dataset: InstanceDataset) -> list[dict[str, Any]]:
     """COCO results of a torchvision Mask R-CNN (eval mode, soft masks > 0.5) on ``dataset``."""
+    from instseg.data.coco import instances_to_coco
     from instseg.data.loader import TrainingDataset
-    from instseg.engine.evaluate import instances_to_coco
 
     model.eval()
     data = TrainingDataset(dataset)

@@ -213,8 +213,8 @@ INFERENCE_SETTINGS: dict[str, Any] = {}
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """``instseg.engine.checkpoint.load_model`` + :data:`INFERENCE_SETTINGS`."""
-    from instseg.engine.checkpoint import load_model
+    """``instseg.inference.loading.load_model`` + :data:`INFERENCE_SETTINGS`."""
+    from instseg.inference.loading import load_model
 
     model, meta = load_model(path, device=device)
     for key, value in INFERENCE_SETTINGS.items():

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,19 +35,54 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import load_split, parse_settings, score  # noqa: E402
+from instseg.data.coco import instances_to_coco  # noqa: E402
+from instseg.data.dataset import InstanceDataset  # noqa: E402
+from instseg.data.loader import TrainingDataset  # noqa: E402
+from instseg.engine.evaluate import predict_dataset  # noqa: E402
+from instseg.evaluation.matching_dataset import evaluate_coco_matching  # noqa: E402
+from instseg.inference.loading import load_model  # noqa: E402
+from instseg.inference.tiling import predict_tiled  # noqa: E402
+from instseg.masks import paint_label_image  # noqa: E402
+from instseg.models.solov2 import SOLOv2  # noqa: E402
+from instseg.models.solov2.post import paste_masks  # noqa: E402
 from instseg.structures import Instances  # noqa: E402
+
+
+@dataclass
+class _Stats:
+    """Per-image and per-object diagnostics gathered over the split."""
+
+    n_obj: int = 0
+    owned: int = 0
+    neg_high: int = 0
+    pos_scores: list[torch.Tensor] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    precs: list[float] = field(default_factory=list)
+    recs: list[float] = field(default_factory=list)
+    touching: list[bool] = field(default_factory=list)  # per owned object: touches another
+    leaks: list[tuple[float, float]] = field(default_factory=list)  # on other objects / bg
+    ceilings: list[float] = field(default_factory=list)
 
 
 @torch.no_grad()
 def diagnose(
     checkpoint: Path, dataset: str, tile: int, overlap: int, settings: dict[str, object]
 ) -> None:
-    from instseg.data.loader import TrainingDataset
-    from instseg.engine.checkpoint import load_model
-    from instseg.engine.evaluate import instances_to_coco
-    from instseg.models.solov2 import SOLOv2
-    from instseg.models.solov2.post import paste_masks
+    model, meta = _load(checkpoint, settings)
+    _, val = load_split(dataset)
+    stats = _Stats()
+    data = TrainingDataset(val)
+    for i in range(len(val)):
+        _image_stats(model, *data[i], stats)
+    _print_stats(stats, len(val), model.mask_stride)
+    cat_ids = meta.get("cat_ids") or val.label_to_cat_id
+    _print_scores(model, val, cat_ids)
+    if tile:
+        _print_tiled_scores(model, val, cat_ids, tile, overlap)
 
+
+def _load(checkpoint: Path, settings: dict[str, object]) -> tuple[SOLOv2, dict[str, Any]]:
+    """The checkpoint's SOLOv2 in eval mode with ``settings`` applied, and its metadata."""
     model, meta = load_model(checkpoint, device="cpu")
     if not isinstance(model, SOLOv2):
         raise SystemExit(f"{checkpoint}: not a SOLOv2 checkpoint ({type(model).__name__})")
@@ -54,59 +91,60 @@ def diagnose(
         if not hasattr(model, key):
             raise SystemExit(f"{checkpoint}: SOLOv2 has no setting {key!r}")
         setattr(model, key, tuple(value) if isinstance(value, list) else value)
-    _, val = load_split(dataset)
-    data = TrainingDataset(val)
-    pos_scores, ious, precs, recs = [], [], [], []
-    touching, leaks, ceilings = [], [], []  # per owned object: touches another, leak shares
-    n_obj = owned = neg_high = 0
+    return model, meta
+
+
+def _image_stats(model: SOLOv2, img: torch.Tensor, target: Instances, stats: _Stats) -> None:
+    """Cell scores of one image and, per object, the mask of its best positive cell."""
+    batch, sizes = model.preprocess([img])
+    cates, kernels, feat = model.network(batch)
+    scores = model.flatten([torch.sigmoid(c) for c in cates])[0].amax(1)  # (C,)
+    kern, feat = model.mask_operands(model.flatten(kernels), feat)
+    labels, gt, soft = model._image_targets(target, sizes[0], tuple(batch.shape[-2:]))
+    pos = gt >= 0
+    stats.n_obj += len(target)
+    stats.owned += int(gt[pos].unique().numel())
+    stats.pos_scores.append(scores[pos])
+    stats.neg_high += int((scores[labels == model.num_classes] > 0.5).sum())
+    assert target.masks is not None
+    touch, owner = _touching(target.masks), _owner(soft > 0.5)
     cfg = model.post_config()
-    for i in range(len(val)):
-        img, target = data[i]
-        batch, sizes = model._preprocess([img])
-        cates, kernels, feat = model._forward(batch)
-        scores = model._flatten([torch.sigmoid(c) for c in cates])[0].amax(1)  # (C,)
-        kern, feat = model._mask_operands(model._flatten(kernels), feat)
-        labels, gt, soft = model._image_targets(target, sizes[0], tuple(batch.shape[-2:]))
-        pos = gt >= 0
-        n_obj += len(target)
-        owned += int(gt[pos].unique().numel())
-        pos_scores.append(scores[pos])
-        neg_high += int((scores[labels == model.num_classes] > 0.5).sum())
-        assert target.masks is not None
-        touch, owner = _touching(target.masks), _owner(soft > 0.5)
-        for j in gt[pos].unique().tolist():
-            cells = torch.nonzero(gt == j).reshape(-1)
-            c = cells[scores[cells].argmax()]
-            m = torch.sigmoid(kern[0, c] @ feat[0].flatten(1)).view(feat.shape[-2:]) > 0.5
-            g = soft[j] > 0.5
-            inter, area = float((m & g).sum()), max(float(m.sum()), 1.0)
-            ious.append(inter / max(float((m | g).sum()), 1.0))
-            precs.append(inter / area)
-            recs.append(inter / max(float(g.sum()), 1.0))
-            touching.append(bool(touch[j]))
-            leaks.append((float((m & (owner > 0) & ~g).sum()) / area,
-                          float((m & (owner == 0)).sum()) / area))  # fmt: skip
-            # the resolution ceiling: the target itself pooled, then upsampled as predict does
-            up = paste_masks(soft[j : j + 1], sizes[0], target.image_size, cfg)[0]
-            full = target.masks[j]
-            ceilings.append(float((up & full).sum()) / max(float((up | full).sum()), 1.0))
-    ps, iou = torch.cat(pos_scores), torch.tensor(ious)
-    print(f"{len(val)} images, {n_obj} objects, {owned} own a grid cell")
+    for j in gt[pos].unique().tolist():
+        cells = torch.nonzero(gt == j).reshape(-1)
+        c = cells[scores[cells].argmax()]
+        m = torch.sigmoid(kern[0, c] @ feat[0].flatten(1)).view(feat.shape[-2:]) > 0.5
+        g = soft[j] > 0.5
+        inter, area = float((m & g).sum()), max(float(m.sum()), 1.0)
+        stats.ious.append(inter / max(float((m | g).sum()), 1.0))
+        stats.precs.append(inter / area)
+        stats.recs.append(inter / max(float(g.sum()), 1.0))
+        stats.touching.append(bool(touch[j]))
+        stats.leaks.append((float((m & (owner > 0) & ~g).sum()) / area,
+                            float((m & (owner == 0)).sum()) / area))  # fmt: skip
+        # the resolution ceiling: the target itself pooled, then upsampled as predict does
+        up = paste_masks(soft[j : j + 1], sizes[0], target.image_size, cfg)[0]
+        full = target.masks[j]
+        stats.ceilings.append(float((up & full).sum()) / max(float((up | full).sum()), 1.0))
+
+
+def _print_stats(s: _Stats, n_images: int, mask_stride: int) -> None:
+    ps, iou = torch.cat(s.pos_scores), torch.tensor(s.ious)
+    print(f"{n_images} images, {s.n_obj} objects, {s.owned} own a grid cell")
     print(
         f"positive-cell scores: mean {ps.mean():.3f}; share > 0.1 / 0.3 / 0.5: "
         f"{(ps > 0.1).float().mean():.3f} / {(ps > 0.3).float().mean():.3f} / "
         f"{(ps > 0.5).float().mean():.3f}; background cells > 0.5 per image: "
-        f"{neg_high / len(val):.1f}"
+        f"{s.neg_high / n_images:.1f}"
     )
     print(
-        f"mask at the best positive cell (1/{model.mask_stride} scale): IoU mean {iou.mean():.3f}, "
+        f"mask at the best positive cell (1/{mask_stride} scale): IoU mean {iou.mean():.3f}, "
         f"share > 0.5 "
         f"{(iou > 0.5).float().mean():.3f}, > 0.75 {(iou > 0.75).float().mean():.3f}; "
-        f"precision {sum(precs) / len(precs):.3f}, recall {sum(recs) / len(recs):.3f}"
+        f"precision {sum(s.precs) / len(s.precs):.3f}, recall {sum(s.recs) / len(s.recs):.3f}"
     )
-    t, lk = torch.tensor(touching), torch.tensor(leaks).reshape(-1, 2)
+    t, lk = torch.tensor(s.touching), torch.tensor(s.leaks).reshape(-1, 2)
     print(f"resolution ceiling (target pooled and upsampled vs full mask): IoU mean "
-          f"{sum(ceilings) / len(ceilings):.3f}")  # fmt: skip
+          f"{sum(s.ceilings) / len(s.ceilings):.3f}")  # fmt: skip
     for name, sel in (("touching (within 2 px)", t), ("isolated", ~t)):
         if bool(sel.any()):
             print(
@@ -114,10 +152,10 @@ def diagnose(
                 f"its mask on other objects {lk[sel, 0].mean():.3f}, on background "
                 f"{lk[sel, 1].mean():.3f}"
             )
-    from instseg.engine.evaluate import predict_dataset
-    from instseg.evaluation.matching_dataset import evaluate_coco_matching
 
-    cat_ids = meta.get("cat_ids") or val.label_to_cat_id
+
+def _print_scores(model: SOLOv2, val: InstanceDataset, cat_ids: list[int]) -> None:
+    """COCO scores of plain ``predict`` and F1@0.5 at score cut-offs 0.1-0.5."""
     results = predict_dataset(model, val, label_to_cat_id=cat_ids)
     shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
     print(f"predict (input scale {model.input_scale}): {shown}")
@@ -129,18 +167,20 @@ def diagnose(
         st = rep.at(0.5)
         f1.append(f"{cut:g}: {st.f1:.3f} (P {st.precision:.3f} R {st.recall:.3f})")
     print("F1@0.5 by score cut-off: " + ", ".join(f1))
-    if tile:
-        from instseg.inference.tiling import predict_tiled
 
-        def predict(arr: np.ndarray) -> Instances:  # RGB uint8 tile -> its Instances
-            return model.predict([torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255])[0]
 
-        results = []
-        for i in range(len(val)):
-            inst = predict_tiled(predict, val.load_image(i), tile_size=tile, overlap=overlap)
-            results.extend(instances_to_coco(inst, val.images[i].id, cat_ids))
-        shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
-        print(f"tiled inference ({tile} px tiles, {overlap} px overlap): {shown}")
+def _print_tiled_scores(
+    model: SOLOv2, val: InstanceDataset, cat_ids: list[int], tile: int, overlap: int
+) -> None:
+    def predict(arr: np.ndarray) -> Instances:  # RGB uint8 tile -> its Instances
+        return model.predict([torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255])[0]
+
+    results = []
+    for i in range(len(val)):
+        inst = predict_tiled(predict, val.load_image(i), tile_size=tile, overlap=overlap)
+        results.extend(instances_to_coco(inst, val.images[i].id, cat_ids))
+    shown = {k: round(v, 4) for k, v in score(val, results, f1=True).items()}
+    print(f"tiled inference ({tile} px tiles, {overlap} px overlap): {shown}")
 
 
 def _touching(masks: torch.Tensor) -> torch.Tensor:
@@ -152,12 +192,10 @@ def _touching(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _owner(masks: torch.Tensor) -> torch.Tensor:
-    """``(H, W)`` int64: 1 + the index of the last mask of ``(N, H, W)`` covering a pixel,
-    0 on background."""
-    owner = torch.zeros(masks.shape[1:], dtype=torch.int64)
-    for j in range(len(masks)):
-        owner[masks[j]] = j + 1
-    return owner
+    """``(H, W)`` int64: 1 + the index of the mask of ``(N, H, W)`` covering a pixel (the
+    earliest where masks overlap: :func:`instseg.masks.paint_label_image`), 0 on background."""
+    h, w = masks.shape[1:]
+    return torch.from_numpy(paint_label_image((h, w), masks.cpu().numpy(), dtype=np.int64))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import torch
 
 from instseg.masks import decode as rle_decode
 from instseg.masks import encode as rle_encode
-from instseg.masks import from_polygons, masks_to_boxes, to_polygons
+from instseg.masks import from_polygons, masks_to_boxes, paint_label_image, to_polygons
 
 __all__ = [
     "Instances",
@@ -210,12 +210,12 @@ class Instances:
         return [to_polygons(m) for m in self.masks.cpu().numpy()]
 
     def to_label_image(self) -> np.ndarray:
-        """Label image ``(H, W)`` int32: 0 background, i+1 for instance i (later ones on top)."""
-        out = np.zeros(self.image_size, dtype=np.int32)
-        if self.masks is not None:
-            for i, m in enumerate(self.masks.cpu().numpy()):
-                out[m] = i + 1
-        return out
+        """Label image ``(H, W)`` int32: 0 background, i+1 for instance i; the highest score
+        is on top, then the earlier instance (:func:`instseg.masks.paint_label_image`)."""
+        if self.masks is None:
+            return np.zeros(self.image_size, dtype=np.int32)
+        scores = None if self.scores is None else self.scores.cpu().numpy()
+        return paint_label_image(self.image_size, self.masks.cpu().numpy(), scores=scores)
 
     def __repr__(self) -> str:
         extra = ", masks" if self.masks is not None else ""

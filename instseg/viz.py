@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from instseg.masks import masks_to_boxes
+
 if TYPE_CHECKING:
     from instseg.structures import Instances
 
@@ -51,10 +53,9 @@ def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
     import cv2
 
     out = np.zeros_like(mask)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    x0, y0, x1, y1 = (int(v) for v in masks_to_boxes(mask[None])[0])
+    if x1 == 0:  # empty mask
         return out
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.pad(mask[y0:y1, x0:x1].astype(np.uint8), thickness)  # pad 0: borders are edges
     kernel = np.ones((2 * thickness + 1, 2 * thickness + 1), np.uint8)
     inner = cv2.erode(crop, kernel)[thickness:-thickness, thickness:-thickness].astype(bool)

@@ -84,3 +84,17 @@ def test_empty_instances() -> None:
     assert len(inst) == 0 and inst.masks is not None and inst.masks.shape == (0, 8, 9)
     assert len(Instances.cat([inst, inst])) == 0
     assert inst.to_rles() == []
+
+
+def test_label_image_paints_the_highest_score_on_top() -> None:
+    masks = np.zeros((3, 6, 6), bool)
+    masks[0, 0:4, 0:4] = True
+    masks[1, 2:6, 2:6] = True
+    masks[2, 2:4, 2:4] = True  # inside both, same score as instance 1
+    inst = Instances.from_masks(masks, scores=[0.2, 0.9, 0.9])
+    label = inst.to_label_image()
+    assert label[1, 1] == 1 and label[5, 5] == 2
+    assert label[3, 3] == 2  # instance 1 beats 0 (score) and 2 (equal score, earlier)
+    crops = [masks[0, 0:4, 0:4], masks[1, 2:6, 2:6], masks[2, 2:4, 2:4]]
+    sparse = mc.paint_label_image((6, 6), crops, scores=[0.2, 0.9, 0.9], offsets=[(0, 0), (2, 2), (2, 2)])
+    assert np.array_equal(sparse, label)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
 
     from instseg.data.dataset import InstanceDataset
+    from instseg.data.synthetic_nuclei import NucleiSample
     from instseg.structures import Instances
 
     Predictor = Callable[[np.ndarray], Instances]
@@ -72,17 +73,15 @@ def _draw(
     ds: InstanceDataset, out_dir: Path, prefix: str, predictor: Predictor | None
 ) -> list[np.ndarray]:
     """Overlay every image of ``ds`` (predictions, or ground truth without a predictor)."""
-    from PIL import Image
-
+    from instseg.inference.writers import save_image
     from instseg.viz import overlay
 
     drawn = []
-    out_dir.mkdir(parents=True, exist_ok=True)
     for i, rec in enumerate(ds.images):
         image = ds.load_image(i)
         shown = predictor(image) if predictor is not None else ds.instances(i)
         canvas = overlay(image, shown, ds.class_names, show_scores=predictor is not None)
-        Image.fromarray(canvas).save(out_dir / f"{prefix}{Path(rec.file_name).stem}.png")
+        save_image(out_dir / f"{prefix}{Path(rec.file_name).stem}.png", canvas)
         drawn.append(canvas)
     return drawn
 
@@ -112,27 +111,45 @@ def segment_nuclei(
     and precision / recall / F1 at IoU 0.5 against the generated ground truth."""
     import time
 
-    import numpy as np
-    from PIL import Image
-
-    from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
     from instseg.data.synthetic_nuclei import make_nuclei_sample
-    from instseg.evaluation.matching import match_instances
     from instseg.inference import Predictor
     from instseg.inference.writers import (
-        coco_results,
+        prediction_results,
         to_sparse,
         write_json_atomic,
         write_label_image,
+        write_overlay,
     )
-    from instseg.masks import encode
-    from instseg.viz import overlay
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     sample = make_nuclei_sample(seed)
+    paths = _write_ground_truth(out_dir, sample, seed)
+    predictor = Predictor(model, device="cpu", score_threshold=SCORE_THRESHOLD)
+    start = time.perf_counter()
+    pred = predictor(sample.image)
+    seconds = time.perf_counter() - start
+    sparse = to_sparse(pred)
+    paths["nuclei results (COCO)"] = write_json_atomic(
+        out_dir / "results.json", prediction_results(sparse, 1, predictor.cat_ids)
+    )
+    paths["nuclei labels"] = write_label_image(out_dir / "labels", sparse.to_label_image())
+    paths["nuclei overlay"] = write_overlay(
+        out_dir / "overlay.png", sample.image, sparse, [], show_labels=False, show_scores=False
+    )
+    summary = _nuclei_summary(sample, pred, predictor.meta, model, seed, seconds)
+    paths["nuclei summary"] = write_json_atomic(out_dir / "summary.json", summary)
+    return paths, summary
+
+
+def _write_ground_truth(out_dir: Path, sample: NucleiSample, seed: int) -> dict[str, Path]:
+    """The sample image, its label image and its COCO JSON under ``out_dir`` -> paths."""
+    import numpy as np
+
+    from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
+    from instseg.inference.writers import save_image, write_label_image
+    from instseg.masks import encode
+
     h, w = sample.labels.shape
-    paths = {"nuclei sample": out_dir / "sample.png"}
-    Image.fromarray(sample.image).save(paths["nuclei sample"])
+    paths = {"nuclei sample": save_image(out_dir / "sample.png", sample.image)}
     paths["nuclei ground truth"] = write_label_image(
         out_dir / "ground_truth_labels", sample.labels.astype(np.uint16)
     )
@@ -144,25 +161,30 @@ def segment_nuclei(
     record = ImageRecord(1, "sample.png", paths["nuclei sample"], h, w, anns)
     gt_json = InstanceDataset([record], [Category(1, "nucleus")], source=f"nuclei seed {seed}")
     paths["nuclei ground truth (COCO)"] = gt_json.save_coco(out_dir / "ground_truth.json")
+    return paths
 
-    predictor = Predictor(model, device="cpu", score_threshold=SCORE_THRESHOLD)
-    start = time.perf_counter()
-    pred = predictor(sample.image)
-    seconds = time.perf_counter() - start
-    sparse = to_sparse(pred)
-    paths["nuclei results (COCO)"] = write_json_atomic(
-        out_dir / "results.json", coco_results(sparse, 1, predictor.cat_ids)
-    )
-    paths["nuclei labels"] = write_label_image(out_dir / "labels", sparse.to_label_image())
-    paths["nuclei overlay"] = out_dir / "overlay.png"
-    drawn = overlay(sample.image, pred, show_boxes=False, show_labels=False, show_scores=False)
-    Image.fromarray(drawn).save(paths["nuclei overlay"])
 
+def _nuclei_summary(
+    sample: NucleiSample,
+    pred: Instances,
+    meta: dict[str, Any],
+    model: str | Path,
+    seed: int,
+    seconds: float,
+) -> dict[str, float | int | str]:
+    """Counts, mean area and score, and matching at IoU 0.5 of ``pred`` against the sample."""
+    import numpy as np
+
+    from instseg.evaluation.matching import match_instances
+
+    gt = sample.instances
+    assert gt.masks is not None and pred.masks is not None and pred.scores is not None
     m = match_instances(gt, pred, thresholds=[0.5])[0]
-    areas = [float(c.sum()) for c in sparse.crops]
-    summary: dict[str, float | int | str] = {
-        "model": str(predictor.meta.get("path", model)),
-        "architecture": str(predictor.meta.get("config", {}).get("name", "?")),
+    areas = pred.masks.flatten(1).sum(1).tolist()
+    h, w = sample.labels.shape
+    return {
+        "model": str(meta.get("path", model)),
+        "architecture": str(meta.get("config", {}).get("name", "?")),
         "seed": seed,
         "image_size": f"{h}x{w}",
         "score_threshold": SCORE_THRESHOLD,
@@ -171,14 +193,12 @@ def segment_nuclei(
         "instances": len(pred),
         "mean_area": round(float(np.mean(areas)), 1) if areas else 0.0,
         "gt_mean_area": round(float(gt.masks.numpy().sum((1, 2)).mean()), 1) if len(gt) else 0.0,
-        "mean_score": round(float(sparse.scores.mean()), 3) if len(pred) else 0.0,
+        "mean_score": round(float(pred.scores.numpy().mean()), 3) if len(pred) else 0.0,
         "precision": round(m.precision, 4),
         "recall": round(m.recall, 4),
         "f1": round(m.f1, 4),
         "mean_matched_iou": round(m.mean_matched_iou, 4),
     }
-    paths["nuclei summary"] = write_json_atomic(out_dir / "summary.json", summary)
-    return paths, summary
 
 
 def format_nuclei_summary(s: dict[str, float | int | str], model: str | Path) -> str:
@@ -222,6 +242,7 @@ def run_demo(
     from instseg.cli.info import format_stats
     from instseg.data.synthetic import SceneConfig, make_dataset
     from instseg.data.synthetic_clips import ClipConfig, make_clip_dataset
+    from instseg.inference.writers import save_image
 
     root = Path(out)
     paths: dict[str, Path] = {}
@@ -248,7 +269,7 @@ def run_demo(
         "overview": root / "overview.png",
         "clip animation": root / "clip.gif",
     }
-    Image.fromarray(_grid(drawn)).save(paths["overview"])
+    save_image(paths["overview"], _grid(drawn))
     gif = [Image.fromarray(f) for f in frames]
     gif[0].save(paths["clip animation"], save_all=True, append_images=gif[1:], duration=120, loop=0)
     log("")

@@ -80,9 +80,9 @@ def run_model_eval(args: argparse.Namespace) -> int:
     (and its inference options), print the segm and bbox summaries, write them as JSON."""
     from instseg.cli.common import inference_from_args
     from instseg.data.formats import load_dataset
-    from instseg.engine.checkpoint import load_model
+    from instseg.device import resolve_device
     from instseg.engine.evaluate import check_categories, coco_summary, predict_dataset
-    from instseg.inference.predictor import resolve_device
+    from instseg.inference.loading import load_model
 
     device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device)

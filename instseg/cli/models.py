@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _print_shipped() -> None:
-    from instseg.models.pretrained import SHIPPED, shipped_card, shipped_path
+    from instseg.engine.checkpoint import SHIPPED, shipped_path
+    from instseg.inference.loading import shipped_card
 
     for name in SHIPPED:
         card = shipped_card(name)

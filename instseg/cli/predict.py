@@ -61,8 +61,8 @@ def load_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """``(model or its test-time augmentation wrapper, meta, device)`` from ``--model``,
     ``--device``, the threshold and the inference options."""
     from instseg.cli.common import inference_from_args
-    from instseg.engine.checkpoint import load_model
-    from instseg.inference.predictor import resolve_device
+    from instseg.device import resolve_device
+    from instseg.inference.loading import load_model
 
     device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device)

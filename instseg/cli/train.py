@@ -15,12 +15,36 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m instseg train ...`` (se
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from instseg.cli.common import add_format_arguments
+from instseg.cli.common import add_format_arguments, report_skipped
+from instseg.errors import DataError
+
+if TYPE_CHECKING:  # the heavy modules are imported when a command runs (CLI start-up)
+    from torch import nn
+
+    from instseg.data.dataset import InstanceDataset
+    from instseg.data.transforms import AugmentConfig
+    from instseg.engine.config import TrainConfig
+    from instseg.models.zoo import Recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_data_arguments(p)
+    _add_schedule_arguments(p)
+    _add_recipe_arguments(p)
+    _add_augment_arguments(p)
+    _add_run_arguments(p)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--model``, ``--out``, ``--val``, ``--val-split``."""
     p.add_argument(
         "--data",
         required=True,
@@ -35,13 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="MIN",
-        help="wall-clock budget in minutes",
-    )
-    p.add_argument(
         "--val", default=None, metavar="VAL", help="validation set (segm AP picks best.pt)"
     )
     p.add_argument(
@@ -51,11 +68,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="F",
         help="hold out this fraction of TRAIN as validation when --val is absent",
     )
+
+
+def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """Schedule length and shape: ``--time-budget``, ``--epochs``/``--steps``, ``--schedule``,
+    ``--warmup``, ``--eval-every``."""
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="wall-clock budget in minutes",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None, help="schedule length in epochs")
     length.add_argument(
         "--steps", type=int, default=None, help="schedule length in optimizer steps"
     )
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="linear warm-up steps (capped at 10%% of the run)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="validation interval (default: per epoch, <= 8 times)",
+    )
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """Optimisation: batch size, lr, optimizer, weight decay, clipping, EMA, mixed precision."""
     p.add_argument(
         "--batch-size",
         type=int,
@@ -72,14 +120,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--optimizer", choices=("adamw", "sgd"), default=None, help="default: the model's recipe"
     )
     p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        metavar="STEPS",
-        help="linear warm-up steps (capped at 10%% of the run)",
-    )
     p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: off)")
     p.add_argument(
         "--ema",
@@ -96,6 +136,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="mixed precision: CUDA auto = bf16 (else fp16); CPU: fp32 unless bf16 (faster "
         "with AVX512-BF16/AMX, but box regression can overflow: experimental)",
     )
+
+
+def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
+    """``--augment``, ``--crop`` and ``--model-arg`` (model settings)."""
     p.add_argument(
         "--augment",
         choices=("default", "lsj", "microscopy", "none"),
@@ -112,13 +156,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "instseg.models.autoconfig.training_crop)",
     )
     p.add_argument(
-        "--eval-every",
-        type=int,
-        default=None,
-        metavar="STEPS",
-        help="validation interval (default: per epoch, <= 8 times)",
-    )
-    p.add_argument(
         "--model-arg",
         action="append",
         default=None,
@@ -126,6 +163,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="override a model setting (repeatable; VALUE is JSON), e.g. input_scale=1.0 or "
         "anchor_sizes='[[8],[16],[32],[64],[128]]'; wins over the data-adaptive defaults",
     )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Resume, seed, device, workers, input format and progress."""
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt exactly")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -146,44 +187,59 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _usage(msg: str) -> int:
-    import sys
-
     print(f"instseg train: error: {msg}", file=sys.stderr)
     return 2
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
-
-    start = time.time()  # --time-budget counts from here: loading and model building included
-    import json
-    import os
-    import sys
-    from pathlib import Path
-
-    import torch
-
-    from instseg.cli.common import report_skipped
-    from instseg.data.formats import load_dataset
-    from instseg.engine.train import TrainConfig, train
-    from instseg.errors import DataError
-
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """Why the schedule / size arguments are unusable, or None."""
     if args.time_budget is None and args.epochs is None and args.steps is None:
-        return _usage("give --time-budget MIN, --epochs N or --steps N")
+        return "give --time-budget MIN, --epochs N or --steps N"
     for name in ("time_budget", "epochs", "steps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            return _usage(f"--{name.replace('_', '-')} must be positive")
+            return f"--{name.replace('_', '-')} must be positive"
     if not 0.0 <= args.val_split < 1.0:
-        return _usage("--val-split must be in [0, 1)")
+        return "--val-split must be in [0, 1)"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.time()  # --time-budget counts from here: loading and model building included
+    problem = _argument_problem(args)
+    if problem is not None:
+        return _usage(problem)
+    import torch
+
+    from instseg.engine.distributed import cleanup
+    from instseg.engine.train import train
 
     main = int(os.environ.get("RANK", "0")) == 0
+    train_set, val_set = _load_data(args)
+    if main:
+        report_skipped(train_set.skipped + (val_set.skipped if val_set is not None else []))
+    torch.manual_seed(args.seed)  # reproducible initialisation (identical on every rank)
+    model, recipe = build_for_training(args, train_set)
+    config: dict[str, Any] = dict(model.config)  # type: ignore[call-overload,arg-type]
+    cfg = _train_config(args, recipe, _augmentation(args, config, train_set), start)
+    if main:
+        _announce(args, model, cfg, len(train_set), len(val_set) if val_set is not None else 0)
+    try:
+        result = train(model, train_set, cfg, val_set)
+    finally:
+        cleanup()
+    return 130 if result.reason == "interrupted" else 0
+
+
+def _load_data(args: argparse.Namespace) -> tuple[InstanceDataset, InstanceDataset | None]:
+    """``(train_set, val_set)`` from ``--data`` and ``--val`` (or ``--val-split``)."""
+    from instseg.data.formats import load_dataset
+
     train_set = load_dataset(
         args.data, format=args.format, images_dir=args.images, skip_invalid=args.skip_invalid
     )
     if len(train_set) == 0 or not train_set.categories:
         raise DataError(args.data, None, "training set has no images or no categories")
-    val_set = None
     if args.val:
         val_set = load_dataset(
             args.val, format=args.format, images_dir=args.images, skip_invalid=args.skip_invalid
@@ -194,27 +250,44 @@ def run(args: argparse.Namespace) -> int:
                 "categories",
                 f"ids {val_set.label_to_cat_id} differ from the training set's {train_set.label_to_cat_id}",
             )
-    elif args.val_split > 0:
-        train_set, val_set = train_set.split(args.val_split, seed=args.seed)
-    if main:
-        report_skipped(train_set.skipped + (val_set.skipped if val_set is not None else []))
+        return train_set, val_set
+    if args.val_split > 0:
+        return train_set.split(args.val_split, seed=args.seed)
+    return train_set, None
 
-    torch.manual_seed(args.seed)  # reproducible initialisation (identical on every rank)
-    model, recipe = build_for_training(args, train_set)
-    out = Path(args.out)
-    batch, optimizer, lr, clip, weight_decay, warmup = _recipe_settings(args, recipe)
-    augment = _augmentation(args, model.config, train_set)
-    cfg = TrainConfig(
-        out_dir=out,
+
+def _train_config(
+    args: argparse.Namespace, recipe: Recipe | None, augment: AugmentConfig, start: float
+) -> TrainConfig:
+    """The run's :class:`TrainConfig`: each flag given, else the zoo recipe's value (its lr
+    scaled to the global batch and used only with the recipe's optimizer), else the engine's
+    default (``recipe`` None: not a zoo model)."""
+    from instseg.engine.config import TrainConfig
+    from instseg.engine.optim import scale_lr
+    from instseg.models.zoo import Recipe
+
+    base = recipe or Recipe()  # no lr from it: see below
+    batch = args.batch_size or base.batch_size
+    optimizer = args.optimizer or base.optimizer
+    lr = args.lr
+    if lr is None and recipe is not None and recipe.optimizer == optimizer:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        lr = scale_lr(recipe.lr, optimizer, batch * world, recipe.batch_size)
+    clip = args.clip_grad if args.clip_grad is not None else base.grad_clip
+    decay = args.weight_decay if args.weight_decay is not None else (
+        recipe.weight_decay if recipe else None
+    )
+    return TrainConfig(
+        out_dir=Path(args.out),
         steps=args.steps,
         epochs=args.epochs,
         time_budget_min=args.time_budget,
         batch_size=batch,
         lr=lr,
         optimizer=optimizer,
-        weight_decay=weight_decay,
+        weight_decay=decay,
         schedule=args.schedule,
-        warmup_steps=warmup,
+        warmup_steps=args.warmup if args.warmup is not None else base.warmup_iters,
         clip_grad=clip or None,
         ema=float(args.ema) if args.ema else None,
         amp=args.amp,
@@ -227,43 +300,42 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         clock_start=start,
     )
-    if main:
-        from instseg.engine.config import cpu_bf16_fast
 
-        if args.amp == "bf16" and _device_type(args.device) == "cpu" and not cpu_bf16_fast():
-            print("warning: --amp bf16: this CPU has no native bf16 (slower than fp32)")
-        n_val = len(val_set) if val_set is not None else 0
-        print(
-            f"model {model.config['name']} ({model.num_classes} classes) {json.dumps(model.config)}"
+
+def _announce(
+    args: argparse.Namespace, model: nn.Module, cfg: TrainConfig, n_train: int, n_val: int
+) -> None:
+    """Print the run's model, data and recipe; write ``OUT/train_args.json`` (rank 0)."""
+    from instseg.device import resolve_device
+    from instseg.engine.config import cpu_bf16_fast
+
+    if args.amp == "bf16" and resolve_device(args.device).type == "cpu" and not cpu_bf16_fast():
+        print("warning: --amp bf16: this CPU has no native bf16 (slower than fp32)")
+    config = dict(model.config)  # type: ignore[call-overload,arg-type]
+    print(f"model {config['name']} ({model.num_classes} classes) {json.dumps(config)}")
+    print(
+        f"data: {n_train} train / {n_val} val images; batch {cfg.batch_size}, {cfg.optimizer}, "
+        f"lr {cfg.lr if cfg.lr is not None else 'default'}"
+        + (f", weight EMA {cfg.ema}" if cfg.ema else "")
+    )
+    assert not isinstance(cfg.augment, str) and cfg.augment is not None
+    crop = cfg.augment.crop_size
+    print(f"augment: {args.augment}" + (f", random {crop[0]}x{crop[1]} crops" if crop else ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_args.json").write_text(
+        json.dumps(
+            {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            indent=1,
+            default=str,
         )
-        print(
-            f"data: {len(train_set)} train / {n_val} val images; batch {batch}, {optimizer}, "
-            f"lr {lr if lr is not None else 'default'}"
-            + (f", weight EMA {cfg.ema}" if cfg.ema else "")
-        )
-        crop = augment.crop_size
-        print(f"augment: {args.augment}" + (f", random {crop[0]}x{crop[1]} crops" if crop else ""))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_args.json").write_text(
-            json.dumps(
-                {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                indent=1,
-                default=str,
-            )
-        )
-    try:
-        result = train(model, train_set, cfg, val_set)
-    finally:
-        from instseg.engine.distributed import cleanup
-
-        cleanup()
-    return 130 if result.reason == "interrupted" else 0
+    )
 
 
-def _augmentation(args: argparse.Namespace, config: dict, train_set):  # type: ignore[no-untyped-def,type-arg]
+def _augmentation(
+    args: argparse.Namespace, config: dict[str, Any], train_set: InstanceDataset
+) -> AugmentConfig:
     """The ``--augment`` preset with the training crop of ``--crop`` or the data-driven default."""
-    import dataclasses
-
     from instseg.data.transforms import PRESETS
     from instseg.models.autoconfig import training_crop
 
@@ -271,56 +343,21 @@ def _augmentation(args: argparse.Namespace, config: dict, train_set):  # type: i
     return dataclasses.replace(PRESETS[args.augment], crop_size=(crop, crop) if crop else None)
 
 
-def _recipe_settings(
-    args: argparse.Namespace, recipe: Any
-) -> tuple[int, str, float | None, float, float | None, int]:
-    """``(batch, optimizer, lr, grad clip, weight decay, warm-up steps)``: each flag given, else
-    the zoo recipe's value (the recipe's lr scaled to the global batch, and only for the
-    recipe's own optimizer), else the engine's default (``recipe`` None: not a zoo model)."""
-    import os
-
-    from instseg.engine.optim import scale_lr
-
-    batch = args.batch_size or (recipe.batch_size if recipe else 2)
-    optimizer = args.optimizer or (recipe.optimizer if recipe else "adamw")
-    lr = args.lr
-    if lr is None and recipe is not None and recipe.optimizer == optimizer:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        lr = scale_lr(recipe.lr, optimizer, batch * world, recipe.batch_size)
-    clip = args.clip_grad if args.clip_grad is not None else (recipe.grad_clip if recipe else 10.0)
-    decay = args.weight_decay if args.weight_decay is not None else (
-        recipe.weight_decay if recipe else None
-    )
-    warmup = args.warmup if args.warmup is not None else (recipe.warmup_iters if recipe else 200)
-    return batch, optimizer, lr, clip, decay, int(warmup)
-
-
-def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-untyped-def]
+def build_for_training(
+    args: argparse.Namespace, train_set: InstanceDataset
+) -> tuple[nn.Module, Recipe | None]:
     """``(model, recipe)``: from DIR/last.pt on ``--resume``, a checkpoint, or the zoo + autoconfig."""
-    from pathlib import Path
-
-    from instseg.engine.checkpoint import load_checkpoint, load_model
-    from instseg.errors import DataError
+    from instseg.device import resolve_device
+    from instseg.engine.checkpoint import SHIPPED, load_checkpoint
     from instseg.models.zoo import MODELS, build_model, training_recipe
 
-    device = _device_type(args.device)
+    device = resolve_device(args.device).type
     last = Path(args.out) / "last.pt"
     if args.resume and last.is_file():  # same architecture as the interrupted run
         config = load_checkpoint(last)["config"]
         return build_model(**config), training_recipe(config["name"], device)
-    k = len(train_set.categories)
-    from instseg.models.pretrained import SHIPPED
-
     if args.model not in MODELS and (Path(args.model).exists() or args.model in SHIPPED):
-        # fine-tune a trained model (a checkpoint, a training folder or a shipped name)
-        model, meta = load_model(args.model)
-        if int(meta["config"]["num_classes"]) != k:
-            raise DataError(
-                args.model,
-                "num_classes",
-                f"model has {meta['config']['num_classes']} classes, the training set {k}",
-            )
-        return model.train(), training_recipe(meta["config"]["name"], device)
+        return _fine_tune(args.model, len(train_set.categories), device)
     if args.model not in MODELS:
         raise DataError(
             None,
@@ -333,27 +370,30 @@ def build_for_training(args: argparse.Namespace, train_set):  # type: ignore[no-
     suggested = suggest_for_model(args.model, train_set, cpu=device == "cpu")
     overrides = {**suggested, **_model_args(args.model_arg)}
     try:
-        model = build_model(args.model, k, **overrides)
+        model = build_model(args.model, len(train_set.categories), **overrides)
     except (TypeError, ValueError) as exc:
         raise DataError(None, "--model-arg", f"cannot build {args.model}: {exc}") from None
     return model, training_recipe(args.model, device)
 
 
-def _device_type(device: str | None) -> str:
-    """``--device`` -> ``"cpu"`` / ``"cuda"`` (default: cuda when available)."""
-    import torch
+def _fine_tune(model_path: str, k: int, device: str) -> tuple[nn.Module, Recipe | None]:
+    """A trained model (checkpoint, training folder or shipped name) to fine-tune on ``k``
+    classes, in training mode, with its architecture's recipe."""
+    from instseg.inference.loading import load_model
+    from instseg.models.zoo import training_recipe
 
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.split(":")[0]
+    model, meta = load_model(model_path)
+    if int(meta["config"]["num_classes"]) != k:
+        raise DataError(
+            model_path,
+            "num_classes",
+            f"model has {meta['config']['num_classes']} classes, the training set {k}",
+        )
+    return model.train(), training_recipe(meta["config"]["name"], device)
 
 
 def _model_args(items: list[str] | None) -> dict[str, Any]:
     """``["input_scale=1.0", "anchor_sizes=[[8],[16]]"]`` -> dict (values parsed as JSON)."""
-    import json
-
-    from instseg.errors import DataError
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")

@@ -20,8 +20,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from instseg.data.coco import load_coco
+from instseg.data.coco import load_coco, read_json
 from instseg.data.dataset import InstanceDataset
+from instseg.data.readers_masks import (
+    flat_label_files,
+    instance_samples,
+    label_folders,
+    read_instance_pngs,
+    read_label_images,
+)
+from instseg.data.readers_polygons import is_via, read_via, read_yolo, yolo_folders
 from instseg.errors import DataError
 
 FORMATS = ("coco", "label-png", "label-image", "instance-pngs", "yolo", "via")
@@ -41,9 +49,6 @@ def json_kind(path: Path) -> str:
         return "via"
     if _COCO_MARK.search(head):
         return "coco"
-    from instseg.data.coco import read_json
-    from instseg.data.readers_polygons import is_via
-
     try:
         return "via" if is_via(read_json(path)) else "coco"
     except DataError:
@@ -52,9 +57,6 @@ def json_kind(path: Path) -> str:
 
 def detect_format(src: str | Path) -> str:
     """Guess the format of a dataset file or folder (see the module table)."""
-    from instseg.data.readers_masks import flat_label_files, instance_samples, label_folders
-    from instseg.data.readers_polygons import yolo_folders
-
     path = Path(src)
     if path.is_file() and path.suffix.lower() == ".json":
         return json_kind(path)
@@ -139,17 +141,11 @@ def load_dataset(
             return load_coco(path, images, skip_invalid, check_images)
         return load_coco(_single_json(path), images_dir, skip_invalid, check_images)
     if fmt == "via":
-        from instseg.data.readers_polygons import read_via
-
         return read_via(_single_json(path), images_dir, class_name, skip_invalid, check_images)
     if not path.is_dir():
         raise DataError(path, None, f"format '{fmt}' reads a folder, got a file")
     if fmt == "yolo":
-        from instseg.data.readers_polygons import read_yolo
-
         return read_yolo(path, names, skip_invalid, check_images)
-    from instseg.data.readers_masks import read_instance_pngs, read_label_images
-
     if fmt == "instance-pngs":
         return read_instance_pngs(path, class_name, skip_invalid, check_images)
     return read_label_images(path, class_name, skip_invalid, check_images)

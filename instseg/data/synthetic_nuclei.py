@@ -80,12 +80,36 @@ def make_nuclei_sample(
     rng = np.random.default_rng(seed)
     h, w = size
     target = int(rng.integers(40, 71)) if n_nuclei is None else int(n_nuclei)
-    labels = np.zeros((h, w), np.int32)
-    signal = np.zeros((h, w), np.float64)
-    centers: list[tuple[float, float, float]] = []
     # smooth per-image texture field, multiplied into every nucleus (chromatin-like mottling)
     tex: np.ndarray = cv2.GaussianBlur(rng.normal(0, 1, (h, w)), (0, 0), 1.3)
     tex = tex / (tex.std() + 1e-9)
+    labels, signal, n = _place_nuclei(rng, size, target, touching_fraction, tex)
+    gray = _render(rng, signal, labels)
+    ids = np.arange(1, n + 1)
+    keep = [i for i in ids if (labels == i).any()]
+    masks = np.stack([labels == i for i in keep]) if keep else np.zeros((0, h, w), bool)
+    relabel = np.zeros(n + 1, np.int32)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    return NucleiSample(
+        image=np.repeat(gray[:, :, None], 3, axis=2),
+        labels=relabel[labels],
+        instances=Instances.from_masks(masks, labels=np.zeros(len(keep), np.int64)),
+    )
+
+
+def _place_nuclei(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    target: int,
+    touching_fraction: float,
+    tex: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Place up to ``target`` nuclei -> ``(labels int32 (H, W), signal float64 (H, W), n)``:
+    ``labels`` holds ``k`` for the k-th placed nucleus (some may later be fully covered)."""
+    h, w = size
+    labels = np.zeros((h, w), np.int32)
+    signal = np.zeros((h, w), np.float64)
+    centers: list[tuple[float, float, float]] = []
     tries = 0
     while len(centers) < target and tries < target * 60:
         tries += 1
@@ -98,37 +122,47 @@ def make_nuclei_sample(
             cy, cx = py + d * np.sin(phi), px + d * np.cos(phi)
         else:
             cy, cx = rng.uniform(-3, h + 3), rng.uniform(-3, w + 3)
-        mask, rho, win = _paint(rng, (cy, cx), radius, (h, w))
-        full = np.pi * radius**2
-        if mask.sum() < max(30, 0.6 * full):
+        painted, rho, win = _paint(rng, (cy, cx), radius, (h, w))
+        mask = _fit(painted, labels[win] > 0, touch, radius)
+        if mask is None:
             continue
-        taken = labels[win] > 0
-        if touch:
-            if (mask & taken).sum() > 0.2 * mask.sum():
-                continue
-            mask &= ~taken
-            pieces, n = ndimage.label(mask)
-            if n > 1:  # trimming split it: keep the largest piece
-                mask = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
-        else:
-            near = cv2.dilate(taken.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-            if (mask & near).any():
-                continue
-        k = len(centers) + 1
-        labels[win][mask] = k
+        labels[win][mask] = len(centers) + 1
         bright = rng.uniform(0.2, 1.0) ** 0.8
         dome = 0.7 + 0.3 * np.clip(1.0 - rho**2, 0, 1) ** 0.5
         mottling = 1.0 + rng.uniform(0.06, 0.2) * tex[win]
         signal[win][mask] = (bright * dome * mottling)[mask]
         centers.append((cy, cx, radius))
+    return labels, signal, len(centers)
 
+
+def _fit(mask: np.ndarray, taken: np.ndarray, touch: bool, radius: float) -> np.ndarray | None:
+    """A new nucleus' mask where it may go, or None: big enough when visible; a touching one
+    overlaps little and gives up the shared pixels (keeping its largest piece); any other
+    keeps 2 px from every nucleus."""
+    full = np.pi * radius**2
+    if mask.sum() < max(30, 0.6 * full):
+        return None
+    if not touch:
+        near = cv2.dilate(taken.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        return None if (mask & near).any() else mask
+    if (mask & taken).sum() > 0.2 * mask.sum():
+        return None
+    mask &= ~taken
+    pieces, n = ndimage.label(mask)
+    if n > 1:  # trimming split it: keep the largest piece
+        mask = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
+    return mask
+
+
+def _render(rng: np.random.Generator, signal: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Debris specks, optical blur, haze and sensor noise over ``signal`` -> gray uint8."""
+    h, w = signal.shape
     # debris: small bright specks (not nuclei, not in the ground truth), as in real images
     for _ in range(int(rng.integers(4, 13))):
         y, x, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.8, 2.2)
         yy, xx = np.ogrid[:h, :w]
         speck = np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / (2 * r * r))
         signal += rng.uniform(0.3, 0.9) * speck * (labels == 0)
-
     peak = rng.uniform(150, 235)
     background = rng.uniform(4, 14)
     img = background + peak * cv2.GaussianBlur(signal, (0, 0), rng.uniform(0.7, 1.1))
@@ -136,14 +170,4 @@ def make_nuclei_sample(
     haze = cv2.GaussianBlur(rng.normal(0, 1, (h, w)), (0, 0), 25)
     img += 3.0 * haze / (haze.std() + 1e-9)
     img += rng.normal(0, 1, (h, w)) * (1.5 + 0.04 * img)
-    gray = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    ids = np.arange(1, len(centers) + 1)
-    keep = [i for i in ids if (labels == i).any()]
-    masks = np.stack([labels == i for i in keep]) if keep else np.zeros((0, h, w), bool)
-    relabel = np.zeros(len(centers) + 1, np.int32)
-    relabel[keep] = np.arange(1, len(keep) + 1)
-    return NucleiSample(
-        image=np.repeat(gray[:, :, None], 3, axis=2),
-        labels=relabel[labels],
-        instances=Instances.from_masks(masks, labels=np.zeros(len(keep), np.int64)),
-    )
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)

@@ -21,9 +21,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from instseg.masks import masks_to_boxes
 from instseg.structures import Instances
 
-__all__ = ["AugmentConfig", "TrainTransform", "build_transform", "mask_boxes", "PRESETS"]
+__all__ = ["AugmentConfig", "TrainTransform", "build_transform", "PRESETS"]
 
 
 @dataclass
@@ -56,24 +57,6 @@ PRESETS: dict[str, AugmentConfig] = {
     "lsj": AugmentConfig(scale_range=(0.1, 2.0)),
     "microscopy": AugmentConfig(vflip=True, scale_range=(0.7, 1.4), saturation=0.0),
 }
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes ``(N, 4)`` float32 of bool (or 0/1 uint8) masks ``(N, H, W)``; x2/y2
-    exclusive, 0 if empty."""
-    n, h, w = masks.shape
-    if n == 0 or h == 0 or w == 0:
-        return torch.zeros((n, 4), dtype=torch.float32)
-    m8 = masks.view(torch.uint8) if masks.dtype == torch.bool else masks
-    rows = m8.amax(dim=2)  # (N, H); uint8 max: ~15x faster than a bool any() on CPU
-    cols = m8.amax(dim=1)  # (N, W)
-    y1 = rows.argmax(dim=1)
-    y2 = h - rows.flip(1).argmax(dim=1)
-    x1 = cols.argmax(dim=1)
-    x2 = w - cols.flip(1).argmax(dim=1)
-    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
-    boxes[rows.sum(1) == 0] = 0
-    return boxes
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -154,7 +137,7 @@ class TrainTransform:
             else:
                 keep = flat.sum(1, dtype=torch.int32) >= self.cfg.min_area
             kept_masks = new_masks[keep].view(torch.bool)
-            boxes = mask_boxes(kept_masks)
+            boxes = masks_to_boxes(kept_masks)
         rows = index[keep]
         out = Instances(
             image_size=(int(out_image.shape[-2]), int(out_image.shape[-1])),

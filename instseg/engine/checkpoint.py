@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save (temp file, fsync, rename), exact-resume state, model loading.
+"""Checkpoints: atomic save (temp file, fsync, rename), exact-resume state, shipped models.
 
 A checkpoint is a dict saved with ``torch.save`` that loads with ``weights_only=True``:
 
@@ -12,31 +12,42 @@ A checkpoint is a dict saved with ``torch.save`` that loads with ``weights_only=
 
 ``best.pt`` (best validation segm AP) holds the model and metadata only. A training folder
 ``DIR`` is usable wherever a model path is expected: ``DIR/best.pt`` is preferred, then
-``DIR/last.pt``. A shipped model's name (``nuclei``) is usable too.
+``DIR/last.pt``.
+
+Shipped models: :data:`SHIPPED` is the whole list of trained models inside the package (no
+registry, no download): ``instseg predict img.png --model nuclei`` reads
+``instseg/weights/nuclei.pt``. A path that exists always wins over a shipped name, so a folder
+called ``nuclei`` is still a training folder. Rebuilding a model from a checkpoint needs the
+zoo: :func:`instseg.inference.loading.load_model`.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from instseg.errors import DataError
 
 __all__ = [
+    "SHIPPED",
+    "export_model",
+    "find_shipped",
     "get_rng_state",
     "load_checkpoint",
-    "load_model",
     "resolve_checkpoint",
     "save_checkpoint",
     "set_rng_state",
+    "shipped_path",
 ]
+
+#: shipped model name -> file name under ``instseg/weights/``
+SHIPPED: dict[str, str] = {"nuclei": "nuclei.pt"}
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
@@ -62,15 +73,32 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     return out
 
 
+def shipped_path(name: str) -> Path:
+    """The package file of shipped model ``name``; DataError when the name or file is missing."""
+    if name not in SHIPPED:
+        raise DataError(None, "--model", f"'{name}' is not a shipped model ({', '.join(SHIPPED)})")
+    path = Path(str(resources.files("instseg") / "weights" / SHIPPED[name]))
+    if not path.is_file():
+        raise DataError(path, None, f"shipped model '{name}' is missing from this installation")
+    return path
+
+
+def find_shipped(path: str | Path) -> Path | None:
+    """The package file of a shipped model name that is not an existing path, else None
+    (an existing file or folder always wins over a shipped name)."""
+    if Path(path).exists() or str(path) not in SHIPPED:
+        return None
+    return shipped_path(str(path))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a training folder -> its ``best.pt``, else ``last.pt``; a shipped
-    model name (``"nuclei"``, see :mod:`instseg.models.pretrained`) that is not an existing
-    path -> its file inside the package."""
-    from instseg.models.pretrained import SHIPPED, shipped_path
-
+    model name (``"nuclei"``, see :data:`SHIPPED`) that is not an existing path -> its file
+    inside the package."""
+    shipped = find_shipped(path)
+    if shipped is not None:
+        return shipped
     p = Path(path)
-    if not p.exists() and str(path) in SHIPPED:
-        return shipped_path(str(path))
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
@@ -94,47 +122,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_model(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    build: Callable[..., nn.Module] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a checkpoint -> ``(model in eval mode on device, meta)``.
-
-    ``build`` defaults to ``instseg.models.zoo.build_model`` and is called as
-    ``build(**ckpt["config"])``. ``meta`` is the checkpoint without weights and training state.
-    """
-    ckpt = load_checkpoint(path)
-    if build is None:
-        from instseg.models.zoo import build_model
-
-        build = build_model
-    config = dict(ckpt["config"])
-    try:
-        model = build(**config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            resolve_checkpoint(path), "config", f"cannot build the model ({exc})"
-        ) from None
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        msg = str(exc).splitlines()[0]
-        raise DataError(
-            resolve_checkpoint(path), "model", f"weights do not fit the architecture ({msg})"
-        ) from None
-    model.to(device).eval()
-    skip = {"model", "model_train", "optimizer", "scaler", "rng"}
-    meta = {k: v for k, v in ckpt.items() if k not in skip}
-    meta["path"] = str(resolve_checkpoint(path))
-    return model, meta
-
-
 def export_model(
     path: str | Path, out: str | Path, half: bool = True, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write a deployable copy of a checkpoint: weights (fp16 when ``half``), config, class
-    names and category ids; no optimizer, RNG or plan. ``load_model`` reads it (fp16 weights
+    names and category ids; no optimizer, RNG or plan. ``load_model`` (in
+    :mod:`instseg.inference.loading`) reads it (fp16 weights
     are cast back to the model's float32 on load). ``extra`` adds metadata (e.g. figures)."""
     ck = load_checkpoint(path)
     weights = {

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "DistInfo",
@@ -134,7 +135,5 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
     loss_module = LossModule(model)
     if not info.enabled:
         return loss_module
-    from torch.nn.parallel import DistributedDataParallel
-
     # unused parameters happen (e.g. heads without positives in a batch): let DDP find them
     return DistributedDataParallel(loss_module, device_ids=None, find_unused_parameters=True)

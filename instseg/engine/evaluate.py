@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from instseg.data.coco import instances_to_coco
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import TrainingDataset, collate
-from instseg.structures import Instances
+from instseg.evaluation.coco_eval import evaluate
 
 __all__ = [
     "coco_summary",
@@ -40,28 +42,6 @@ SUMMARY_KEYS = (
     "ARm",
     "ARl",
 )
-
-
-def instances_to_coco(
-    inst: Instances, image_id: int, label_to_cat_id: Sequence[int]
-) -> list[dict[str, Any]]:
-    """One image's predictions as COCO result dicts (RLE segmentation when masks exist)."""
-    boxes = inst.boxes.cpu().tolist()
-    labels = inst.labels.cpu().tolist()
-    scores = inst.scores.cpu().tolist() if inst.scores is not None else [1.0] * len(inst)
-    rles = inst.to_rles() if inst.masks is not None else [None] * len(inst)
-    out = []
-    for (x1, y1, x2, y2), label, score, rle in zip(boxes, labels, scores, rles):
-        res: dict[str, Any] = {
-            "image_id": int(image_id),
-            "category_id": int(label_to_cat_id[label]),
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(score), 5),
-        }
-        if rle is not None:
-            res["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
-        out.append(res)
-    return out
 
 
 @torch.no_grad()
@@ -90,8 +70,6 @@ def predict_dataset(
     index = 0
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(dataset), desc="predict", unit="img", dynamic_ncols=True)
     try:
         for images, _ in loader:
@@ -117,8 +95,6 @@ def coco_summary(
         results = [r for r in results if "segmentation" in r]
     if not results:
         return {k: 0.0 for k in SUMMARY_KEYS}
-    from instseg.evaluation.coco_eval import evaluate
-
     return {k: float(v) for k, v in evaluate(gt, results, iou_type=iou_type).summary().items()}
 
 

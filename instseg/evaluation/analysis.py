@@ -39,7 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from instseg import masks as mask_codec
+from instseg.data.coco import read_json
 from instseg.errors import DataError
+from instseg.evaluation.coco_eval import evaluate
+from instseg.evaluation.matching_dataset import load_eval_gt
 from instseg.evaluation.tide import ERROR_TYPES, apply_fixes, assign_errors
 
 #: (level, lower bound inclusive, upper bound exclusive) of ``occlusion``
@@ -55,8 +59,6 @@ Evaluator = Callable[..., Any]
 
 
 def _default_evaluator() -> Evaluator:
-    from instseg.evaluation.coco_eval import evaluate
-
     return evaluate  # type: ignore[no-any-return]
 
 
@@ -97,9 +99,6 @@ def _box_cover(box: tuple[int, ...], others: list[tuple[int, ...]]) -> float:
 def occlusion_levels(gt: dict[str, Any]) -> dict[int, Occlusion]:
     """Occlusion of every non-crowd annotation of a COCO GT dict, by annotation id."""
     from scipy import ndimage
-
-    from instseg import masks as mask_codec
-
     by_img: dict[Any, list[dict[str, Any]]] = {}
     for a in gt["annotations"]:
         by_img.setdefault(a["image_id"], []).append(a)
@@ -220,10 +219,6 @@ def _pct(v: float) -> str:
 
 def _load(gt: dict[str, Any] | str | Path, dt: list[dict[str, Any]] | str | Path, iou_type: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Validated raw COCO GT dict (with image sizes) and detection list."""
-    from instseg import masks as mask_codec
-    from instseg.data.coco import read_json
-    from instseg.evaluation.matching_dataset import load_eval_gt
-
     gt_data, ds = load_eval_gt(gt)
     dt_src = str(dt) if not isinstance(dt, list) else "<detections>"
     dt_data = read_json(dt) if not isinstance(dt, list) else dt

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
+
+from instseg.masks import to_compressed
 
 if TYPE_CHECKING:
     from instseg.structures import Instances
@@ -211,10 +214,6 @@ def label_image_iou(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def rle_iou(gt_rles: Sequence[dict[str, Any]], pred_rles: Sequence[dict[str, Any]]) -> np.ndarray:
     """IoU ``(G, P)`` float64 of COCO RLEs (pycocotools ``mask.iou``, iscrowd=0)."""
-    from pycocotools import mask as mask_utils
-
-    from instseg.masks import to_compressed
-
     if len(gt_rles) == 0 or len(pred_rles) == 0:
         return np.zeros((len(gt_rles), len(pred_rles)), dtype=np.float64)
     g = [to_compressed(r) for r in gt_rles]

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
+from instseg import masks as mask_codec
+from instseg.data.coco import check_segmentation, read_json
+from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
+from instseg.data.io import read_label_image
 from instseg.errors import DataError
 from instseg.evaluation.matching import (
     DEFAULT_THRESHOLDS,
@@ -37,6 +42,7 @@ from instseg.evaluation.matching import (
     rle_iou,
     sum_stats,
 )
+from instseg.evaluation.semantic import IGNORE, SemanticAccumulator
 
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -110,8 +116,6 @@ def _label_files(folder: Path) -> dict[str, Path]:
 
 
 def _label_pair_stats(gpath: Path, ppath: Path, thresholds: list[float]) -> list[MatchingStats]:
-    from instseg.data.io import read_label_image
-
     g, p = read_label_image(gpath), read_label_image(ppath)
     if g.shape != p.shape:
         raise DataError(ppath, None, f"size {p.shape[0]}x{p.shape[1]} differs from GT {g.shape[0]}x{g.shape[1]}")
@@ -156,9 +160,6 @@ def load_eval_gt(gt: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Any]:
     entry must carry ``height`` and ``width``. Annotations without ``bbox``/``area`` get them
     from their masks (in the returned dict too).
     """
-    from instseg.data.coco import check_segmentation, read_json
-    from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
-
     src = str(gt) if isinstance(gt, (str, Path)) else "<gt>"
     data = read_json(gt) if isinstance(gt, (str, Path)) else gt
     if not isinstance(data, dict):
@@ -207,9 +208,6 @@ def load_eval_gt(gt: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 def load_predictions(pred: str | Path | list[dict[str, Any]] | dict[str, Any], gt_dataset: Any) -> list[dict[str, Any]]:
     """Validated prediction dicts (results list or instances file) with an ``rle`` added."""
-    from instseg import masks as mask_codec
-    from instseg.data.coco import check_segmentation, read_json
-
     source = str(pred) if isinstance(pred, (str, Path)) else "<predictions>"
     data = read_json(pred) if isinstance(pred, (str, Path)) else pred
     if isinstance(data, dict):
@@ -253,11 +251,6 @@ def evaluate_coco_matching(
     semantic: bool = True,
 ) -> MatchingReport:
     """Matching metrics (and the semantic view) of COCO predictions against a COCO GT file."""
-    from pycocotools import mask as mask_utils
-
-    from instseg import masks as mask_codec
-    from instseg.evaluation.semantic import IGNORE, SemanticAccumulator
-
     gt_path = str(gt) if isinstance(gt, (str, Path)) else "<gt>"
     _, ds = load_eval_gt(gt)
     preds = load_predictions(pred, ds)
@@ -317,8 +310,6 @@ def _paint(
     ignore: int,
 ) -> np.ndarray:
     """Semantic map from RLEs (ascending score, crowd -> ignore); see ``instances_to_semantic``."""
-    from instseg import masks as mask_codec
-
     out = np.zeros((h, w), dtype=np.int64)
     if not rles:
         return out

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
+
+from instseg import masks as mask_codec
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 
@@ -49,16 +52,12 @@ class ErrorAssignment:
 
 
 def _geometry(obj: dict[str, Any], iou_type: str, h: int, w: int) -> Any:
-    from instseg import masks as mask_codec
-
     if iou_type == "bbox":
         return [float(v) for v in obj["bbox"]]
     return mask_codec.to_compressed(mask_codec.segmentation_to_rle(obj["segmentation"], h, w))
 
 
 def _iou(dts: list[Any], gts: list[Any], crowd: list[int], iou_type: str) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
     if not dts or not gts:
         return np.zeros((len(dts), len(gts)))
     if iou_type == "bbox":
@@ -145,8 +144,6 @@ def apply_fixes(
     iou_type: str = "segm",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Copies of ``(gt, dts)`` with the error types in ``fix`` oracle-fixed (see module doc)."""
-    from instseg import masks as mask_codec
-
     anns = {a["id"]: a for a in gt["annotations"]}
     sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in gt["images"]}
     out_dts: list[dict[str, Any]] = []

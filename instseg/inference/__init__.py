@@ -1,10 +1,11 @@
 """Inference: :class:`Predictor` (any image in, ``Instances`` out), tiled inference for large
 images, input sources (files, folders, globs, videos) and output writers (:func:`run_batch`)."""
 
-from instseg.inference.predictor import Predictor, load_input, resolve_device
+from instseg.device import resolve_device
+from instseg.inference.batch import BatchReport, run_batch
+from instseg.inference.predictor import Predictor, load_input
 from instseg.inference.sources import Item, Source, count_items, iter_sources, list_inputs
 from instseg.inference.tiling import TiledPrediction, predict_tiled, predict_tiled_sparse, tile_grid
-from instseg.inference.writers import BatchReport, run_batch
 
 __all__ = [
     "BatchReport",

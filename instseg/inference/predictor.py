@@ -143,8 +143,7 @@ class Predictor:
         )
 
     def _load(self, path: str | Path) -> tuple[Any, dict[str, Any]]:
-        from instseg.engine.checkpoint import load_model
-        from instseg.models.pretrained import resolve_model_path
+        from instseg.inference.loading import load_model, resolve_model_path
 
         model, meta = load_model(resolve_model_path(path), device=self.device)
         return model, meta

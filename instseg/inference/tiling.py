@@ -39,7 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
+from instseg.inference.predictor import load_input
+from instseg.masks import crop_to_mask, paint_label_image
 from instseg.structures import Instances
 
 __all__ = [
@@ -142,10 +145,10 @@ def _pieces(inst: Instances, t: int, tile: Box, size: tuple[int, int]) -> list[P
     labels = inst.labels.cpu().tolist()
     scores = inst.scores.cpu().tolist() if inst.scores is not None else [1.0] * len(inst)
     for m, label, score in zip(masks, labels, scores):
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        if rows.size == 0:
+        crop, (y0, x0) = crop_to_mask(m)
+        if crop.size == 0:
             continue
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        y1, x1 = y0 + crop.shape[0], x0 + crop.shape[1]
         h, w = m.shape
         cut = (
             (inner[0] and y0 == 0)
@@ -153,7 +156,6 @@ def _pieces(inst: Instances, t: int, tile: Box, size: tuple[int, int]) -> list[P
             or (inner[2] and y1 == h)
             or (inner[3] and x1 == w)
         )
-        crop = np.ascontiguousarray(m[y0:y1, x0:x1])
         out.append(
             Piece(t, int(label), float(score), ty0 + y0, tx0 + x0, crop, bool(cut), frozenset({t}))
         )
@@ -279,8 +281,6 @@ def _dedupe(
 def crop_to_rle(mask: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict[str, Any]:
     """Compressed COCO RLE (counts str) of a bool crop ``(h, w)`` placed at ``(y0, x0)`` in a
     ``height x width`` image, without building the full-image mask."""
-    from pycocotools import mask as mask_utils
-
     h, w = mask.shape
     strip = np.zeros((height, w), dtype=np.uint8)
     strip[y0 : y0 + h] = mask
@@ -360,11 +360,9 @@ class TiledPrediction:
         """Label image ``(H, W)`` (uint16, or uint32 past 65535 instances): 0 background,
         ``i + 1`` for instance ``i``; a higher score is painted on top."""
         dtype = np.uint16 if len(self) <= 65535 else np.uint32
-        out = np.zeros(self.image_size, dtype=dtype)
-        for i in range(len(self) - 1, -1, -1):
-            m, (y0, x0) = self.crops[i], self.offsets[i].tolist()
-            out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = i + 1
-        return out
+        return paint_label_image(
+            self.image_size, self.crops, scores=self.scores, offsets=self.offsets, dtype=dtype
+        )
 
 
 Predict = Callable[[list[np.ndarray]], list[Instances]]
@@ -396,8 +394,6 @@ def predict_tiled_sparse(
     Instances`` in tile coordinates. ``image``: anything the Predictor accepts. See the module
     docstring for the merge rule.
     """
-    from instseg.inference.predictor import load_input
-
     img = load_input(image)
     h, w = img.shape[:2]
     tiles = tile_grid(h, w, tile_size, overlap)

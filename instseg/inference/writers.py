@@ -1,4 +1,4 @@
-"""Prediction outputs, and :func:`run_batch`, which predicts a whole SOURCE into a folder.
+"""Prediction outputs: what :func:`instseg.inference.batch.run_batch` writes, file by file.
 
 Layout of ``out_dir`` (every part but ``results.json``/``images.json`` optional):
 
@@ -24,29 +24,27 @@ same convention as the boxes.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from instseg.errors import DataError
-from instseg.inference.predictor import Predictor
-from instseg.inference.sources import Item, Source, count_items, iter_sources
-from instseg.inference.tiling import TiledPrediction, predict_tiled_sparse
+from instseg.data.coco import coco_results
+from instseg.inference.tiling import TiledPrediction
+from instseg.masks import crop_to_mask, paint_label_image
 from instseg.structures import Instances
+from instseg.viz import overlay
 
 __all__ = [
     "CSV_COLUMNS",
-    "BatchReport",
-    "coco_results",
     "csv_rows",
-    "run_batch",
+    "draw_overlay",
+    "prediction_results",
+    "save_image",
     "semantic_image",
     "to_sparse",
     "write_json_atomic",
@@ -71,14 +69,9 @@ def to_sparse(inst: Instances) -> TiledPrediction:
     masks = inst.masks.cpu().numpy()
     crops, offsets = [], []
     for i in order.tolist():
-        m = masks[i]
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        if rows.size == 0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            offsets.append((0, 0))
-            continue
-        crops.append(np.ascontiguousarray(m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
-        offsets.append((int(rows[0]), int(cols[0])))
+        crop, offset = crop_to_mask(masks[i])
+        crops.append(crop)
+        offsets.append(offset)
     return TiledPrediction(
         image_size=inst.image_size,
         crops=crops,
@@ -89,24 +82,13 @@ def to_sparse(inst: Instances) -> TiledPrediction:
     )
 
 
-def coco_results(
+def prediction_results(
     pred: TiledPrediction, image_id: int, cat_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """COCO result dicts of one image; ``cat_ids[label]`` is the category id of a label."""
-    out = []
-    rles = pred.to_rles()
-    for (x1, y1, x2, y2), label, score, rle in zip(
-        pred.boxes.tolist(), pred.labels.tolist(), pred.scores.tolist(), rles
-    ):
-        cat = int(cat_ids[label]) if 0 <= label < len(cat_ids) else int(label) + 1
-        out.append({
-            "image_id": int(image_id),
-            "category_id": cat,
-            "segmentation": rle,
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(score), 5),
-        })  # fmt: skip
-    return out
+    """COCO result dicts of one image (:func:`instseg.data.coco.coco_results`, best score
+    first); ``cat_ids[label]`` is the category id of a label (ValueError when missing)."""
+    labels, scores = pred.labels.tolist(), pred.scores.tolist()
+    return coco_results(image_id, pred.boxes.tolist(), labels, scores, cat_ids, pred.to_rles())
 
 
 def csv_rows(name: str, pred: TiledPrediction, class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -151,21 +133,48 @@ def write_label_image(path_stem: str | Path, labels: np.ndarray) -> Path:
 def semantic_image(pred: TiledPrediction) -> np.ndarray:
     """Class map ``(H, W)``: 0 background, label+1; a higher score is painted on top."""
     top = int(pred.labels.max(initial=0)) + 1
-    out = np.zeros(pred.image_size, dtype=np.uint8 if top <= 255 else np.uint16)
-    for i in range(len(pred) - 1, -1, -1):
-        m, (y0, x0) = pred.crops[i], pred.offsets[i].tolist()
-        out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = int(pred.labels[i]) + 1
-    return out
+    return paint_label_image(
+        pred.image_size,
+        pred.crops,
+        values=pred.labels.astype(np.int64) + 1,
+        scores=pred.scores,
+        offsets=pred.offsets,
+        dtype=np.uint8 if top <= 255 else np.uint16,
+    )
+
+
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an RGB uint8 ``(H, W, 3)`` (or gray) array as an image file (format from the
+    suffix), creating the folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(p)
+    return p
 
 
 def write_overlay(
-    path: str | Path, image: np.ndarray, pred: TiledPrediction, class_names: Sequence[str]
+    path: str | Path,
+    image: np.ndarray,
+    pred: TiledPrediction,
+    class_names: Sequence[str],
+    show_labels: bool = True,
+    show_scores: bool = True,
 ) -> Path:
-    """Draw masks, outlines, class and score over ``image`` (RGB uint8) with
-    :func:`instseg.viz.overlay`; instances go in chunks of at most ``OVERLAY_MASK_BYTES`` of
-    full-size masks (on huge images colours repeat from chunk to chunk)."""
-    from instseg.viz import overlay
+    """Save :func:`draw_overlay` of ``pred`` over ``image`` to ``path``."""
+    drawn = draw_overlay(image, pred, class_names, show_labels, show_scores)
+    return save_image(path, drawn)
 
+
+def draw_overlay(
+    image: np.ndarray,
+    pred: TiledPrediction,
+    class_names: Sequence[str],
+    show_labels: bool = True,
+    show_scores: bool = True,
+) -> np.ndarray:
+    """Masks, outlines, class and score (as enabled; no boxes) drawn over ``image`` (RGB uint8)
+    with :func:`instseg.viz.overlay`; instances go in chunks of at most
+    ``OVERLAY_MASK_BYTES`` of full-size masks (on huge images colours repeat per chunk)."""
     h, w = pred.image_size
     step = max(1, int(OVERLAY_MASK_BYTES // max(h * w, 1)))  # bounded full-size mask memory
     out = image
@@ -178,11 +187,15 @@ def write_overlay(
             pred.scores[s : s + step],
             None if pred.model_boxes is None else pred.model_boxes[s : s + step],
         )
-        out = overlay(out, part.to_instances(), list(class_names), show_boxes=False)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(p)
-    return p
+        out = overlay(
+            out,
+            part.to_instances(),
+            list(class_names),
+            show_boxes=False,
+            show_scores=show_scores,
+            show_labels=show_labels,
+        )
+    return out
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
@@ -195,174 +208,3 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, out)
     return out
-
-
-@dataclass
-class BatchReport:
-    """What :func:`run_batch` did; ``failed`` holds ``(file, one-line reason)`` per bad input."""
-
-    out_dir: Path
-    processed: int = 0
-    num_instances: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """1 when some inputs failed (or the run was interrupted), else 0."""
-        return 1 if self.failed or self.interrupted else 0
-
-    def summary(self) -> str:
-        lines = [f"{self.processed} images, {self.num_instances} instances -> {self.out_dir}"]
-        if self.failed:
-            lines.append(f"{len(self.failed)} inputs failed:")
-            lines += [f"  {f}: {r}" for f, r in self.failed]
-        return "\n".join(lines)
-
-
-def _existing(out: Path, names: Iterable[str]) -> Path | None:
-    for n in names:
-        p = out / n
-        if p.is_file() or (p.is_dir() and any(p.iterdir())):
-            return p
-    return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
-def run_batch(
-    predictor: Predictor,
-    source: Source | Iterable[Item],
-    out_dir: str | Path,
-    overwrite: bool = False,
-    write_labels: bool = True,
-    write_overlays: bool = True,
-    write_csv: bool = True,
-    write_semantic: bool = False,
-    progress: bool = True,
-    recursive: bool = False,
-    video_stride: int = 1,
-    tile_size: int | None = None,
-    tile_overlap: int = 128,
-) -> BatchReport:
-    """Predict every input of ``source`` into ``out_dir``: a path / folder / glob / video or a
-    list of them (see :func:`~instseg.inference.sources.iter_sources`), or any iterable of
-    :class:`~instseg.inference.sources.Item` (e.g. in-memory arrays).
-
-    Refuses (DataError naming the file) to replace earlier outputs unless ``overwrite``. A bad
-    input or a failure on one image is recorded in the report and the run goes on. Images
-    larger than ``tile_size`` go through :func:`~instseg.inference.tiling.predict_tiled_sparse`.
-    ``results.json``/``images.json`` are written atomically at the end (also on Ctrl-C, with
-    what was done so far); the other files are written image by image.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(out, None, "output path exists and is not a folder")
-    names = [RESULTS, IMAGES, FAILED]
-    names += [CSV_NAME] * write_csv + [LABELS_DIR] * write_labels
-    names += [OVERLAYS_DIR] * write_overlays + [SEMANTIC_DIR] * write_semantic
-    if not overwrite and (clash := _existing(out, names)) is not None:
-        raise DataError(
-            clash, None, "output already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    total: int | None = None
-    if isinstance(source, (str, Path)) or (
-        isinstance(source, Sequence) and all(isinstance(s, (str, Path)) for s in source)
-    ):
-        total = count_items(source, recursive, video_stride)  # raises for a SOURCE naming nothing
-        items: Iterable[Item] = iter_sources(source, recursive, video_stride)
-    else:
-        items = cast(Iterable[Item], source)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / FAILED).unlink(missing_ok=True)  # only with overwrite: a stale list would mislead
-    report = BatchReport(out)
-    class_names, cat_ids = list(predictor.class_names), list(predictor.cat_ids)
-    results: list[dict[str, Any]] = []
-    images: list[dict[str, Any]] = []
-    csv_file = open(out / CSV_NAME, "w", newline="") if write_csv else None
-    writer = csv.DictWriter(csv_file, fieldnames=CSV_COLUMNS) if csv_file else None
-    if writer:
-        writer.writeheader()
-
-    def predict(batch: list[tuple[int, Item]]) -> list[TiledPrediction | BaseException]:
-        def one(item: Item) -> TiledPrediction:
-            assert item.image is not None
-            h, w = item.image.shape[:2]
-            if tile_size is not None and max(h, w) > tile_size:
-                return predict_tiled_sparse(predictor, item.image, tile_size, tile_overlap)
-            return to_sparse(predictor.predict_arrays([item.image])[0])
-
-        if len(batch) > 1 and tile_size is None:
-            try:
-                arrays = [it.image for _, it in batch if it.image is not None]
-                return [to_sparse(p) for p in predictor.predict_arrays(arrays)]
-            except Exception:  # find the culprit image by image
-                pass
-        res: list[TiledPrediction | BaseException] = []
-        for _, it in batch:
-            try:
-                res.append(one(it))
-            except Exception as exc:
-                res.append(exc)
-        return res
-
-    def flush(batch: list[tuple[int, Item]]) -> None:
-        for (image_id, item), pred in zip(batch, predict(batch)):
-            try:
-                if isinstance(pred, BaseException):
-                    raise pred
-                assert item.image is not None
-                write_item(image_id, item, pred)
-            except Exception as exc:
-                report.failed.append((item.file_name, _one_line(exc)))
-        batch.clear()
-
-    def write_item(image_id: int, item: Item, pred: TiledPrediction) -> None:
-        assert item.image is not None
-        rows = coco_results(pred, image_id, cat_ids)
-        if write_labels:
-            write_label_image(out / LABELS_DIR / item.name, pred.to_label_image())
-        if write_semantic:
-            write_label_image(out / SEMANTIC_DIR / item.name, semantic_image(pred))
-        if write_overlays:
-            write_overlay(out / OVERLAYS_DIR / f"{item.name}.jpg", item.image, pred, class_names)
-        if writer and csv_file:
-            writer.writerows(csv_rows(item.name, pred, class_names))
-            csv_file.flush()
-        h, w = item.image.shape[:2]
-        rec: dict[str, Any] = {"id": image_id, "file_name": str(item.path or item.name), "name": item.name, "height": h, "width": w}  # fmt: skip
-        if item.frame is not None:
-            rec["frame"] = item.frame
-        images.append(rec)
-        results.extend(rows)
-        report.processed += 1
-        report.num_instances += len(pred)
-
-    from tqdm import tqdm
-
-    batch: list[tuple[int, Item]] = []
-    try:
-        for image_id, item in enumerate(
-            tqdm(items, total=total, desc="predict", unit="img", disable=not progress), 1
-        ):
-            if not item.ok:
-                report.failed.append((item.file_name, item.error or "no image"))
-                continue
-            batch.append((image_id, item))
-            if len(batch) >= predictor.batch_size:
-                flush(batch)
-        flush(batch)
-    except KeyboardInterrupt:
-        report.interrupted = True
-        raise
-    finally:
-        if csv_file:
-            csv_file.close()
-        cats = [{"id": int(c), "name": n} for c, n in zip(cat_ids, class_names)]
-        write_json_atomic(out / IMAGES, {"images": images, "categories": cats})
-        write_json_atomic(out / RESULTS, results)
-        if report.failed:
-            (out / FAILED).write_text("".join(f"{f}: {r}\n" for f, r in report.failed))
-    return report

@@ -223,7 +223,7 @@ def test_real_zoo_model_one_step(coco: Path, tmp_path: Path, family: str) -> Non
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    from instseg.engine.checkpoint import load_model
+    from instseg.inference.loading import load_model
 
     model, meta = load_model(out)  # rebuilt through zoo.build_model(**config)
     assert meta["config"]["name"] == names[0] and meta["cat_ids"] == [1, 3]

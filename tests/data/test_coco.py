@@ -166,3 +166,16 @@ def test_missing_size_read_from_file(tmp_path: Path) -> None:
     ds = load_coco(dump(tmp_path, d))
     assert (ds.images[0].height, ds.images[0].width) == (20, 30)
     assert ds.images[0].annotations[0].area == pytest.approx(80)
+
+
+def test_coco_results_map_labels_and_refuse_unknown_ones() -> None:
+    from instseg.data.coco import coco_results
+
+    rle = {"size": [4, 4], "counts": "04"}
+    got = coco_results(7, [[1.0, 2.0, 3.5, 6.0]], [1], [0.123456], [5, 9], [rle])
+    assert got == [{"image_id": 7, "category_id": 9, "bbox": [1.0, 2.0, 2.5, 4.0], "score": 0.12346,
+                    "segmentation": {"size": [4, 4], "counts": "04"}}]  # fmt: skip
+    assert "segmentation" not in coco_results(7, [[0, 0, 1, 1]], [0], [1.0], [5])[0]
+    for label in (2, -1):
+        with pytest.raises(ValueError, match=f"label {label} has no category id"):
+            coco_results(7, [[0, 0, 1, 1]], [label], [1.0], [5, 9])

@@ -11,7 +11,6 @@ from instseg.data.transforms import (
     AugmentConfig,
     TrainTransform,
     build_transform,
-    mask_boxes,
 )
 from instseg.masks import masks_to_boxes
 from instseg.structures import Instances
@@ -31,12 +30,16 @@ def _sample(h: int = 40, w: int = 60) -> tuple[torch.Tensor, Instances]:
     return image, inst
 
 
-def test_mask_boxes_matches_numpy_codec() -> None:
+def test_mask_boxes_of_tensors_match_numpy() -> None:
     rng = np.random.default_rng(0)
     m = rng.random((5, 17, 23)) > 0.97
     m[3] = False
-    np.testing.assert_array_equal(mask_boxes(torch.from_numpy(m)).numpy(), masks_to_boxes(m))
-    assert mask_boxes(torch.zeros((0, 4, 4), dtype=torch.bool)).shape == (0, 4)
+    boxes = masks_to_boxes(torch.from_numpy(m))
+    assert isinstance(boxes, torch.Tensor) and boxes.dtype == torch.float32
+    np.testing.assert_array_equal(boxes.numpy(), masks_to_boxes(m))
+    u8 = torch.from_numpy(m.astype(np.uint8))  # 0/1 masks as the transforms may hold them
+    np.testing.assert_array_equal(masks_to_boxes(u8).numpy(), masks_to_boxes(m))
+    assert masks_to_boxes(torch.zeros((0, 4, 4), dtype=torch.bool)).shape == (0, 4)
 
 
 def test_hflip_moves_masks_and_boxes_with_the_image() -> None:

@@ -13,12 +13,12 @@ from instseg.engine import checkpoint as ckpt_mod
 from instseg.engine.checkpoint import (
     get_rng_state,
     load_checkpoint,
-    load_model,
     resolve_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
 from instseg.errors import DataError
+from instseg.inference.loading import load_model
 from tests.engine import build_tiny
 
 

@@ -80,7 +80,8 @@ def test_two_cpu_processes_train_in_sync(tmp_path: Path) -> None:
     for k in r0["state"]:  # gradients were averaged: identical weights on both ranks
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert r0["last"].endswith("last.pt") and r1["last"] == "None"  # rank 0 alone writes
-    from instseg.engine.checkpoint import load_checkpoint, load_model
+    from instseg.engine.checkpoint import load_checkpoint
+    from instseg.inference.loading import load_model
     from tests.engine import build_tiny
 
     ck = load_checkpoint(tmp_path / "out" / "last.pt")

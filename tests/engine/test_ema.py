@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from instseg.engine.checkpoint import load_checkpoint, load_model
+from instseg.engine.checkpoint import load_checkpoint
 from instseg.engine.ema import ModelEMA
 from instseg.engine.train import TrainConfig, TrainState, train
+from instseg.inference.loading import load_model
 from tests.engine import build_tiny, make_shapes_dataset
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from instseg.engine.checkpoint import load_checkpoint, load_model
+from instseg.engine.checkpoint import load_checkpoint
 from instseg.engine.train import TrainConfig, TrainingDiverged, TrainState, train
+from instseg.inference.loading import load_model
 from tests.engine import build_tiny, make_shapes_dataset
 
 

@@ -14,13 +14,13 @@ from instseg.cli.common import inference_from_args
 from instseg.cli.main import main
 from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
 from instseg.data.synthetic_nuclei import make_nuclei_sample
-from instseg.engine.checkpoint import load_model
+from instseg.engine.checkpoint import shipped_path
 from instseg.errors import InstsegError
+from instseg.inference.loading import load_model
 from instseg.inference.tta import FlipTTA, ScaleTTA, with_tta
 from instseg.inference.tta_mask_rcnn import mirror_boxes, mirror_deltas
 from instseg.masks import encode
 from instseg.models.mask_rcnn import MaskRCNN
-from instseg.models.pretrained import shipped_path
 from instseg.structures import Instances
 from tests.engine import check_calibration_against_predictions
 

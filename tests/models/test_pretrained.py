@@ -14,10 +14,10 @@ import pytest
 
 from instseg.cli.main import main
 from instseg.data.synthetic_nuclei import NucleiSample, make_nuclei_sample
-from instseg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from instseg.engine.checkpoint import SHIPPED, load_checkpoint, resolve_checkpoint, shipped_path
 from instseg.errors import DataError
 from instseg.evaluation.matching import match_instances
-from instseg.models.pretrained import SHIPPED, resolve_model_path, shipped_path
+from instseg.inference.loading import resolve_model_path
 
 F1_FLOOR = 0.85
 

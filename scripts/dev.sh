@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: creates .venv, installs instseg with its dev extras
 # (torch comes from pip; nothing is downloaded at run time), then runs a job:
 #   bash scripts/dev.sh demo   -> the demo on an embedded sample
-#   bash scripts/dev.sh test   -> ruff, mypy and the whole pytest suite (what CI runs)
+#   bash scripts/dev.sh test   -> ruff, mypy, import-linter and the whole pytest suite (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,6 +32,7 @@ case "$job" in
   test)
     echo "== ruff" && "$VENV/bin/ruff" check instseg tests bench
     echo "== mypy" && "$VENV/bin/mypy"
+    echo "== import layers" && "$VENV/bin/lint-imports"
     echo "== pytest" && exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   *)

@@ -32,7 +32,7 @@ import pycocotools.mask as mask_utils
 import torch
 
 from instseg.masks import encode
-from instseg.models.solov2.assign import mask_boxes
+from instseg.masks import masks_to_boxes as mask_boxes
 from instseg.structures import Instances
 
 __all__ = [

@@ -19,24 +19,13 @@ import torch
 from PIL import Image, ImageOps
 
 from instseg.data.io import read_image, to_rgb_uint8
+from instseg.device import resolve_device
 from instseg.inference.tta import with_tta
 from instseg.structures import Instances
 
 __all__ = ["ImageInput", "Predictor", "load_input", "resolve_device"]
 
 ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> cuda when available, else cpu; a clear ValueError for a missing GPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} requested but CUDA is not available (use device='cpu')"
-        )
-    return dev
 
 
 def load_input(x: ImageInput) -> np.ndarray:

@@ -96,6 +96,23 @@ class _Transform(GeneralizedRCNNTransform):
         return out
 
 
+def _anchor_generator(
+    backbone: nn.Module, anchor_sizes: Sequence[Sequence[int]] | None, ratios: Sequence[float]
+) -> AnchorGenerator:
+    """Anchors of one size list per FPN level (default ``8 * stride``: torchvision's 32..512)
+    and the same aspect ratios on every level."""
+    strides = list(getattr(backbone, "strides", [4, 8, 16, 32, 64]))
+    if anchor_sizes is None:
+        anchor_sizes = [[8 * s] for s in strides]
+    sizes = tuple(tuple(int(a) for a in level) for level in anchor_sizes)
+    if len(sizes) != len(strides) or len({len(s) for s in sizes}) != 1:
+        raise ValueError(
+            f"anchor_sizes needs {len(strides)} levels (strides {strides}) of equal length, "
+            f"got {[list(s) for s in sizes]}"
+        )
+    return AnchorGenerator(sizes, (tuple(float(r) for r in ratios),) * len(sizes))
+
+
 def _check_images(images: Sequence[Tensor]) -> None:
     for i, img in enumerate(images):
         if img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
@@ -181,16 +198,7 @@ class MaskRCNN(GeneralizedRCNN):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         channels = int(backbone.out_channels)
         names = list(getattr(backbone, "feature_names", ["0", "1", "2", "3"]))
-        strides = list(getattr(backbone, "strides", [4, 8, 16, 32, 64]))
-        if anchor_sizes is None:
-            anchor_sizes = [[8 * s] for s in strides]
-        sizes = tuple(tuple(int(a) for a in level) for level in anchor_sizes)
-        if len(sizes) != len(strides) or len({len(s) for s in sizes}) != 1:
-            raise ValueError(
-                f"anchor_sizes needs {len(strides)} levels (strides {strides}) of equal length, "
-                f"got {[list(s) for s in sizes]}"
-            )
-        anchors = AnchorGenerator(sizes, (tuple(float(r) for r in aspect_ratios),) * len(sizes))
+        anchors = _anchor_generator(backbone, anchor_sizes, aspect_ratios)
         rpn = CrowdAwareRPN(
             anchors,
             RPNHead(channels, anchors.num_anchors_per_location()[0]),

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from instseg.models.solov2 import assign, nms
+from instseg.masks import masks_to_boxes
+from instseg.models.solov2 import nms
 
 __all__ = [
     "CACHE_BYTES",
@@ -115,7 +116,7 @@ def postprocess(
     several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
     is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
     ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
-    pixels, their xyxy boxes ``(N, 4)`` (:func:`assign.mask_boxes`), labels ``(N,)`` int64,
+    pixels, their xyxy boxes ``(N, 4)`` (:func:`instseg.masks.masks_to_boxes`), labels ``(N,)`` int64,
     scores ``(N,)`` descending. ``cache`` (a dict kept by the caller across calls on the same
     outputs with other mask thresholds, e.g. calibration): the candidates' mask probabilities
     are kept there and reused, the same values, not recomputed (up to ``CACHE_BYTES``)."""
@@ -132,7 +133,7 @@ def postprocess(
     # only the kept masks' probabilities, at the mask features' scale
     soft = mean_probs([k[order] for k in kerns], [_flat(f) for f in mask_feats])
     masks = paste_masks(soft.view(-1, *mask_feats[0].shape[-2:]), size, orig_size, cfg)
-    return masks, assign.mask_boxes(masks), labels[order], sc
+    return masks, masks_to_boxes(masks), labels[order], sc
 
 
 def _flat(feat: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from instseg.masks import masks_to_boxes
 from instseg.models.solov2 import assign
 
 __all__ = ["axis_weights", "bilinear_weights", "soft_masks", "soft_masks_dense"]
@@ -95,7 +96,7 @@ def soft_masks(
     moments_x = torch.stack([rx.sum(0), xs @ rx], 1)  # (w, 2)
     y_first, y_last = _bands(ay)
     x_first, x_last = _bands(ax)
-    boxes = assign.mask_boxes(masks).long().tolist()
+    boxes = masks_to_boxes(masks).long().tolist()
     cpu_masks = masks.cpu()
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         if x2 <= x1 or y2 <= y1:

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from instseg.masks import masks_to_boxes as mask_boxes
 from instseg.models.solov2 import SOLOv2
-from instseg.models.solov2.assign import assign_targets, mask_boxes
+from instseg.models.solov2.assign import assign_targets
 from instseg.models.solov2.variants import solov2_light_r18
 from instseg.structures import Instances
 

@@ -147,7 +147,7 @@ def test_mask_boxes_match_numpy_codec() -> None:
     rng = np.random.default_rng(0)
     masks = rng.random((6, 9, 11)) < 0.1
     masks[2] = False
-    got = assign.mask_boxes(torch.from_numpy(masks))
+    got = masks_to_boxes(torch.from_numpy(masks))
     want = torch.from_numpy(masks_to_boxes(masks)).float()
     torch.testing.assert_close(got, want)
     assert got[2].tolist() == [0, 0, 0, 0]
@@ -170,8 +170,8 @@ def test_mask_iou_matrix_exact_for_bool_and_soft() -> None:
 def test_mask_boxes_bool_and_numeric_agree() -> None:
     masks = torch.rand(5, 20, 30, generator=torch.Generator().manual_seed(1)) < 0.02
     masks[1] = False
-    boxes = assign.mask_boxes(masks)
-    torch.testing.assert_close(assign.mask_boxes(masks.to(torch.uint8) * 3), boxes)
+    boxes = masks_to_boxes(masks)
+    torch.testing.assert_close(masks_to_boxes(masks.to(torch.uint8) * 3), boxes)
     ys, xs = torch.nonzero(masks[0], as_tuple=True)
     assert boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     assert boxes[1].tolist() == [0, 0, 0, 0]

@@ -192,8 +192,8 @@ def _touching(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _owner(masks: torch.Tensor) -> torch.Tensor:
-    """``(H, W)`` int64: 1 + the index of the mask of ``(N, H, W)`` covering a pixel (the
-    earliest where masks overlap: :func:`instseg.masks.paint_label_image`), 0 on background."""
+    """``(H, W)`` int64: 1 + the index of the last mask of ``(N, H, W)`` covering a pixel
+    (:func:`instseg.masks.paint_label_image` without scores), 0 on background."""
     h, w = masks.shape[1:]
     return torch.from_numpy(paint_label_image((h, w), masks.cpu().numpy(), dtype=np.int64))
 

@@ -176,15 +176,14 @@ def paint_label_image(
     ``values[i]`` (default ``i + 1``) where mask ``i`` is set.
 
     Order: the highest-scoring instance is painted on top (it wins overlapping pixels); on
-    equal scores (or without ``scores``) the earlier instance wins. Mask ``i`` is the whole
+    equal scores (or without ``scores``) the later instance wins. Mask ``i`` is the whole
     image ``(H, W)``, or a crop placed with its top-left corner at ``offsets[i] = (y0, x0)``.
     """
     n = len(masks)
     out = np.zeros(size, dtype=dtype)
     vals = np.arange(1, n + 1) if values is None else np.asarray(values)
-    keys = np.zeros(n) if scores is None else -np.asarray(scores, dtype=np.float64)
-    best_first = np.argsort(keys, kind="stable")
-    for i in best_first[::-1].tolist():  # the best is painted last, on top
+    keys = np.zeros(n) if scores is None else np.asarray(scores, dtype=np.float64)
+    for i in np.argsort(keys, kind="stable").tolist():  # ascending: the best is painted last
         m = masks[i]
         y0, x0 = (0, 0) if offsets is None else (int(v) for v in offsets[i])
         out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = vals[i]

@@ -211,7 +211,7 @@ class Instances:
 
     def to_label_image(self) -> np.ndarray:
         """Label image ``(H, W)`` int32: 0 background, i+1 for instance i; the highest score
-        is on top, then the earlier instance (:func:`instseg.masks.paint_label_image`)."""
+        is on top, on equal scores the later instance (:func:`instseg.masks.paint_label_image`)."""
         if self.masks is None:
             return np.zeros(self.image_size, dtype=np.int32)
         scores = None if self.scores is None else self.scores.cpu().numpy()

@@ -93,8 +93,8 @@ def test_label_image_paints_the_highest_score_on_top() -> None:
     masks[2, 2:4, 2:4] = True  # inside both, same score as instance 1
     inst = Instances.from_masks(masks, scores=[0.2, 0.9, 0.9])
     label = inst.to_label_image()
-    assert label[1, 1] == 1 and label[5, 5] == 2
-    assert label[3, 3] == 2  # instance 1 beats 0 (score) and 2 (equal score, earlier)
+    assert label[1, 1] == 1 and label[5, 5] == 2 and label[2, 4] == 2  # 1 beats 0: score
+    assert label[3, 3] == 3  # 2 beats 1: equal score, later
     crops = [masks[0, 0:4, 0:4], masks[1, 2:6, 2:6], masks[2, 2:4, 2:4]]
     sparse = mc.paint_label_image((6, 6), crops, scores=[0.2, 0.9, 0.9], offsets=[(0, 0), (2, 2), (2, 2)])
     assert np.array_equal(sparse, label)

@@ -187,11 +187,11 @@ class _Run:
     # -- the loop ----------------------------------------------------------------------------
     def loop(self, callbacks: Sequence[Callback]) -> str:
         """Run steps until the plan's end, the budget or a stop request -> the reason."""
-        reason = "done"
+        reason, self.callbacks = "done", callbacks
         with StopSignals() as signals:
             try:
                 while self.step < self.plan.total and reason == "done":
-                    reason = self._epoch(signals, callbacks)
+                    reason = self._epoch(signals)
             except KeyboardInterrupt:  # from a callback, or a second Ctrl-C
                 reason = "interrupted"
                 if not self.consistent:
@@ -201,7 +201,7 @@ class _Run:
                     self.bar.close()
         return reason
 
-    def _epoch(self, signals: StopSignals, callbacks: Sequence[Callback]) -> str:
+    def _epoch(self, signals: StopSignals) -> str:
         """Steps over the (rest of the) current epoch -> ``"done"`` or why the run stops."""
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         self.sampler.set_epoch(epoch, start=offset * self.cfg.batch_size)
@@ -209,7 +209,7 @@ class _Run:
         for images, targets in self.loader:
             lr = self._set_lr()
             values, stop_requested, elapsed = self._train_step(images, targets, signals)
-            self._record(epoch, lr, values, elapsed, callbacks)
+            self._record(epoch, lr, values, elapsed)
             self._evaluate_if_due(elapsed)
             # single process: stop at once; DDP: at the next step, when all ranks agree
             if stop_requested or (not self.info.enabled and (signals.requested or self.state.stop)):
@@ -283,14 +283,7 @@ class _Run:
             self.ema.update(self.model, self.step)
         self.consistent = True
 
-    def _record(
-        self,
-        epoch: int,
-        lr: float,
-        values: dict[str, float],
-        elapsed: float,
-        callbacks: Sequence[Callback],
-    ) -> None:
+    def _record(self, epoch: int, lr: float, values: dict[str, float], elapsed: float) -> None:
         """After an update: plan a budget run, update the state, log, progress, callbacks."""
         step, plan, state = self.step, self.plan, self.state
         if plan.after_step(step, elapsed):  # budget run: just planned
@@ -306,7 +299,7 @@ class _Run:
             short = {k.replace("loss_", ""): f"{v:.3g}" for k, v in values.items()}
             self.bar.set_postfix(short, refresh=False)
             self.bar.update(1)
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb(state)
 
     def _sync_bar(self) -> None:

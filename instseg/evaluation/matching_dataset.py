@@ -43,6 +43,7 @@ from instseg.evaluation.matching import (
     sum_stats,
 )
 from instseg.evaluation.semantic import IGNORE, SemanticAccumulator
+from instseg.masks import paint_label_image
 
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -310,14 +311,15 @@ def _paint(
     ignore: int,
 ) -> np.ndarray:
     """Semantic map from RLEs (ascending score, crowd -> ignore); see ``instances_to_semantic``."""
-    out = np.zeros((h, w), dtype=np.int64)
     if not rles:
-        return out
+        return np.zeros((h, w), dtype=np.int64)
     masks = mask_codec.decode(rles, h, w)
-    is_crowd = crowd if crowd is not None else np.zeros(len(rles), dtype=bool)
-    for i in np.argsort(scores, kind="stable"):
-        if not is_crowd[i]:
-            out[masks[i]] = labels[i] + 1
+    is_crowd = np.zeros(len(rles), dtype=bool) if crowd is None else np.asarray(crowd, dtype=bool)
+    shown = np.flatnonzero(~is_crowd)
+    values = np.asarray(labels)[shown] + 1
+    out = paint_label_image(
+        (h, w), [masks[i] for i in shown], values, np.asarray(scores)[shown], dtype=np.int64
+    )
     for i in np.flatnonzero(is_crowd):
         out[masks[i]] = ignore
     return out

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from instseg.masks import paint_label_image
+
 if TYPE_CHECKING:
     from instseg.structures import Instances
 
@@ -55,10 +57,10 @@ def instances_to_semantic(
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
     keep = scores >= score_threshold
-    order = np.argsort(scores, kind="stable")
-    for i in order:
-        if keep[i] and not (ignore_crowd and crowd[i]):
-            out[masks[i]] = labels[i] + 1
+    shown = np.flatnonzero(keep & ~crowd if ignore_crowd else keep)
+    out = paint_label_image(
+        (h, w), [masks[i] for i in shown], labels[shown] + 1, scores[shown], dtype=np.int64
+    )
     if ignore_crowd:
         for i in np.flatnonzero(crowd & keep):
             out[masks[i]] = IGNORE

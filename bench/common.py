@@ -95,6 +95,11 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: str, augment: str)
         "Mask R-CNN",
     )  # fmt: skip
     p.add_argument(
+        "--choose-split", type=float, default=0.0, metavar="F",
+        help="hold out this fraction of the training images (seeded) from training and choose "
+        "the inference settings on it; 0 (default): choose on every third training image",
+    )  # fmt: skip
+    p.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON",
         help="set a model attribute (value as JSON) on every checkpoint before scoring it",
     )  # fmt: skip
@@ -248,7 +253,7 @@ TTA_KEYS = ("tta", "tta_scales", "tta_agreement", "box_refine")
 
 def tta_options(
     path: Path,
-    train_set: InstanceDataset,
+    choose_set: InstanceDataset,
     augment: str,
     device: str = "cpu",
     score_cutoff: bool = False,
@@ -256,10 +261,10 @@ def tta_options(
 ) -> dict[str, Any]:
     """The '+ TTA' inference of a checkpoint: the flips it trained with (``hv`` for
     ``--augment microscopy``, else ``h``), for Mask R-CNN one box refinement pass, scale TTA
-    (``scales``, ``--tta-scales``: :func:`tta_scales`), and the mask threshold chosen on
-    every third *training* image (``choose_thresholds``); with ``score_cutoff``, also the
-    F1-best score cut-off on the same images at that threshold, as ``"f1_score_threshold"``
-    (not a model attribute)."""
+    (``scales``, ``--tta-scales``: :func:`tta_scales`), and the mask threshold (and agreement
+    power) chosen on ``choose_set`` (:func:`choosing_images`; ``choose_thresholds``); with
+    ``score_cutoff``, also the F1-best score cut-off on the same images at that threshold, as
+    ``"f1_score_threshold"`` (not a model attribute)."""
     from instseg.data.transforms import PRESETS
     from instseg.inference.calibrate import SCORE_CANDIDATES, choose_thresholds
     from instseg.inference.tta import with_tta
@@ -272,13 +277,13 @@ def tta_options(
     if factors:
         options["tta_scales"] = factors
     runner = with_tta(model, options["tta"], factors, 0.0, options.get("box_refine", 0))
-    calib = train_set.subset(list(range(0, len(train_set), 3)))
+    calib = choose_set
     # one network pass per image chooses both (the cut-off on the chosen threshold's masks)
     found = choose_thresholds(
         runner, calib, score_candidates=SCORE_CANDIDATES if score_cutoff else None
     )
     print(
-        f"mask threshold {found.mask_threshold:g} chosen on {len(calib)} training images: "
+        f"mask threshold {found.mask_threshold:g} chosen on {len(calib)} images: "
         f"{found.ap}", flush=True,
     )  # fmt: skip
     options["mask_threshold"] = found.mask_threshold
@@ -287,7 +292,7 @@ def tta_options(
         options["tta_agreement"] = found.agreement
     if found.score_cutoff is not None:
         shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in found.f1.items())
-        print(f"score cut-off {found.score_cutoff:g} chosen on {len(calib)} training images (F1 {shown})")
+        print(f"score cut-off {found.score_cutoff:g} chosen on {len(calib)} images (F1 {shown})")
         options["f1_score_threshold"] = found.score_cutoff
     return options
 
@@ -402,6 +407,7 @@ def run_method(
     train_set: InstanceDataset,
     val_set: InstanceDataset,
     f1: bool,
+    choose_set: InstanceDataset,
 ) -> list[dict[str, Any]]:
     """Train (within ``args.minutes``) and score one method -> its result rows (ours and
     solov2: one more with TTA; solov2 with F1: also one with a calibrated score cut-off;
@@ -426,10 +432,10 @@ def run_method(
         results, eval_s = timed(lambda: predict_checkpoint(out / "last.pt", val_set))
         row.update(method=f"{method} ({name})", **info)
         if method == "solov2" and f1 and not args.no_tta:
-            extra.append(score_cutoff_row(row, out / "last.pt", train_set, val_set, results))
+            extra.append(score_cutoff_row(row, out / "last.pt", choose_set, val_set, results))
         if not args.no_tta:
             cutoff = method == "solov2" and f1
-            extra.append(tta_row(row, out / "last.pt", train_set, val_set, args.augment, f1, cutoff,
+            extra.append(tta_row(row, out / "last.pt", choose_set, val_set, args.augment, f1, cutoff,
                                  args.tta_scales))  # fmt: skip
     elif method == "reference":
         if args.eval_only:
@@ -467,18 +473,18 @@ def run_method(
 def tta_row(
     row: dict[str, Any],
     path: Path,
-    train_set: InstanceDataset,
+    choose_set: InstanceDataset,
     val_set: InstanceDataset,
     augment: str,
     f1: bool,
     score_cutoff: bool,
     scales: str = "auto",
 ) -> dict[str, Any]:
-    """The '+ TTA' row: ``tta_options`` chosen on training images, the held-out images
+    """The '+ TTA' row: ``tta_options`` chosen on ``choose_set``, the held-out images
     predicted with them; with ``score_cutoff`` (SOLOv2 with F1: its focal-loss scores sit
     lower than Mask R-CNN's softmax) F1 at the score cut-off chosen there too."""
     t0 = time.perf_counter()
-    options = tta_options(path, train_set, augment, score_cutoff=score_cutoff, scales=scales)
+    options = tta_options(path, choose_set, augment, score_cutoff=score_cutoff, scales=scales)
     calib_s = time.perf_counter() - t0
     cut = float(options.get("f1_score_threshold", F1_SCORE_THRESHOLD))
     attrs = {k: v for k, v in options.items() if k != "f1_score_threshold"}
@@ -495,21 +501,20 @@ def tta_row(
 def score_cutoff_row(
     row: dict[str, Any],
     path: Path,
-    train_set: InstanceDataset,
+    choose_set: InstanceDataset,
     val_set: InstanceDataset,
     results: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The 'solov2 + score cut-off' row: the same predictions, F1 over the detections scoring
-    >= the cut-off with the best F1 on every third *training* image
-    (``choose_score_threshold``) instead of the fixed ``F1_SCORE_THRESHOLD``; AP unchanged."""
+    >= the cut-off with the best F1 on ``choose_set`` (``choose_score_threshold``) instead of the fixed ``F1_SCORE_THRESHOLD``; AP unchanged."""
     from instseg.inference.calibrate import choose_score_threshold
 
     t0 = time.perf_counter()
     model, _ = load_checkpoint(path, device="cpu")
-    calib = train_set.subset(list(range(0, len(train_set), 3)))
+    calib = choose_set
     cut, f1s = choose_score_threshold(model, calib)
     shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in f1s.items())
-    print(f"score cut-off {cut:g} chosen on {len(calib)} training images (F1 {shown})", flush=True)
+    print(f"score cut-off {cut:g} chosen on {len(calib)} images (F1 {shown})", flush=True)
     out = {**row, "method": f"{row['method']} + score cut-off {cut:g}",
            "inference": {"f1_score_threshold": cut}, **score(val_set, results, True, cut),
            "calibrate_s": time.perf_counter() - t0}  # fmt: skip
@@ -521,6 +526,20 @@ def _shown(row: dict[str, Any]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in row.items() if isinstance(v, float)}
 
 
+def choosing_images(
+    train_set: InstanceDataset, fraction: float
+) -> tuple[InstanceDataset, InstanceDataset, str]:
+    """``(training images, images that choose the inference settings, how)``: with
+    ``fraction`` > 0 (``--choose-split``) a seeded split of the training images, the chosen
+    part never trained on; else every third training image (trained on too). The held-out
+    images choose nothing either way."""
+    if fraction > 0:
+        train, choose = train_set.split(fraction, seed=SPLIT_SEED)
+        return train, choose, f"split({fraction:g}, seed={SPLIT_SEED}) of the training images"
+    every_third = train_set.subset(list(range(0, len(train_set), 3)))
+    return train_set, every_third, "every third training image"
+
+
 def run_benchmark(
     bench: str, dataset: str, args: argparse.Namespace, known: Sequence[str], f1: bool
 ) -> list[dict[str, Any]]:
@@ -530,17 +549,19 @@ def run_benchmark(
     INFERENCE_SETTINGS.update(parse_settings(args.set))
     set_threads(args.threads)
     train_set, val_set = load_split(dataset, args.data)
+    train_set, choose_set, choose_text = choosing_images(train_set, args.choose_split)
     if args.max_val:
         val_set = val_set.subset(list(range(min(args.max_val, len(val_set)))))
     rows = []
     for method in methods:
         try:
-            rows.extend(run_method(method, args, train_set, val_set, f1))
+            rows.extend(run_method(method, args, train_set, val_set, f1, choose_set))
         except Exception as err:  # noqa: BLE001 - one broken method must not lose the others
             print(f"== {method} failed: {type(err).__name__}: {err}", flush=True)
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
     meta = {"dataset": dataset, "n_train": len(train_set), "n_val": len(val_set),
             "val_image_ids": [r.id for r in val_set.images], "split": "split(0.2, seed=0)",
+            "n_choose": len(choose_set), "choose": choose_text,
             "minutes": args.minutes, "threads": args.threads, "set": dict(INFERENCE_SETTINGS),
             "f1_score_threshold": F1_SCORE_THRESHOLD if f1 else None}  # fmt: skip
     name = "results_eval_only.json" if args.eval_only else "results.json"

@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from instseg.data.coco import instances_to_coco
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import image_to_tensor
-from instseg.engine.evaluate import coco_summary, instances_to_coco, predict_dataset
+from instseg.engine.evaluate import coco_summary, predict_dataset
 from instseg.evaluation.matching_dataset import evaluate_coco_matching
 from instseg.inference.fusion import AGREEMENT_CANDIDATES, fuse_clusters, rank_fused
 from instseg.inference.tta import ScaleTTA, base_model

@@ -70,7 +70,7 @@ class Predictor:
     """Run a contract-following model (``model.predict(list[Tensor]) -> list[Instances]``).
 
     ``model_or_path``: an ``nn.Module``, a checkpoint file / training folder (loaded with
-    :func:`instseg.engine.checkpoint.load_model`) or a shipped model name (``"nuclei"``). ``score_threshold``, ``max_detections`` and
+    :func:`instseg.inference.loading.load_model`) or a shipped model name (``"nuclei"``). ``score_threshold``, ``max_detections`` and
     ``mask_threshold``, when given, are set on the model (it is changed in place) and the
     returned instances are filtered by them as well. ``batch_size`` images go through one
     forward pass. ``class_names`` / ``cat_ids`` (a label's dataset category id) default to the

@@ -33,8 +33,7 @@ GN_VARIANTS: dict[str, dict[str, Any]] = {
                          "box_fc": 1024, "mask_convs": 4, "min_size": 800, "max_size": 1333,
                          "mask_scoring": True},
     # CPU variants: a 2fc box head on 256 RoIs/image (the 2-conv head on 512 RoIs was half
-    # of all training FLOPs), 2-conv GN mask head. All: mask scoring (+0.01 segm AP on nuclei
-    # and +0.004 on PennFudan for the same checkpoints)
+    # of all training FLOPs), 2-conv GN mask head. All: mask scoring (docs/experiments.md)
     "maskrcnn_r18_fpn": {"backbone": "resnet18", "fpn_channels": 128, "box_convs": 0,
                          "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
                          "box_batch_size_per_image": 256, "mask_scoring": True},

@@ -9,8 +9,7 @@ reuses, so both families see the same input):
   object >= 24 px at the input, small ones >= 12 px, 16 / 8 px for CPU training; large
   images downsampled). With ``cpu`` and a fixed scale, SOLOv2 too trains at the smaller
   ``train_input_scale`` and infers at ``input_scale``; grids, scale ranges, cells and the
-  prior are laid out at the training scale (nuclei, light mnv3, one checkpoint trained at
-  1.15: mask AP 0.247 inferring at 1.15, 0.340 at 1.7).
+  prior are laid out at the training scale.
 * scale ranges: the paper's ``(1, b), (b/2, 2b), (b, 4b), (2b, 8b), (4b, ~21b)`` with
   ``b = 96`` at 800x1333; here ``b`` = twice the median object (``sqrt`` of box area) at the
   input, clipped to [32, 96], so level 0 holds the typical object and its smaller half.
@@ -26,16 +25,14 @@ reuses, so both families see the same input):
   crops) also get ``grid_canvas`` = the typical input side (cells keep one pixel size on
   crops and on whole images of any size) and ``position_prior`` (kernels localize masks in
   pixels around their cell, not in image-relative CoordConv coordinates): see
-  :mod:`instseg.models.solov2.prior`. On DSB nuclei (15 CPU minutes) the prior lifted mask
-  AP from 0.055 to 0.158; fixed cells kept it at 0.162 (bench/README.md). They also get
-  ``center_votes`` (pixels vote for their object's center, separating touching objects):
-  light SOLOv2 on nuclei 0.356 -> 0.368 and 0.315 -> 0.356 mask AP (seeds 0 / 1).
+  :mod:`instseg.models.solov2.prior`. They also get ``center_votes`` (pixels vote for
+  their object's center, separating touching objects); docs/experiments.md has the
+  measurements behind these choices.
   They also get ``point_nms=False``: SOLO's 2x2 max filter on cell scores drops a cell whose
   neighbour scores higher, and neighbouring cells of crowded small objects hold different
   objects (Matrix NMS still removes duplicates).
 * min-area filter (``strides``): the paper's areas scaled with ``(b / 96)^2``, so that the
   smallest objects of level 0 are kept (the paper's 8 px at 1/4 scale is a ~11 px object).
-  Both post-processing changes lifted a trained nuclei model from 0.209 to 0.246 mask AP.
 """
 
 from __future__ import annotations
@@ -43,7 +40,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from instseg.models.autoconfig import DatasetSizeStats, suggest_config
+from instseg.models.common.size_stats import DatasetSizeStats
+from instseg.models.mask_rcnn.config import suggest_config
 
 if TYPE_CHECKING:
     from instseg.data.dataset import InstanceDataset

@@ -1,4 +1,5 @@
-"""Inference: :class:`Predictor` (any image in, ``Instances`` out), tiled inference for large
+"""Inference: :class:`Predictor` (any image in, ``Instances`` out), test-time augmentation
+wrappers (:mod:`.tta`), threshold calibration (:mod:`.calibrate`), tiled inference for large
 images, input sources (files, folders, globs, videos) and output writers (:func:`run_batch`)."""
 
 from instseg.device import resolve_device
@@ -6,11 +7,14 @@ from instseg.inference.batch import BatchReport, run_batch
 from instseg.inference.predictor import Predictor, load_input
 from instseg.inference.sources import Item, Source, count_items, iter_sources, list_inputs
 from instseg.inference.tiling import TiledPrediction, predict_tiled, predict_tiled_sparse, tile_grid
+from instseg.inference.tta import FlipTTA, ScaleTTA, with_tta
 
 __all__ = [
     "BatchReport",
+    "FlipTTA",
     "Item",
     "Predictor",
+    "ScaleTTA",
     "Source",
     "TiledPrediction",
     "count_items",
@@ -22,4 +26,5 @@ __all__ = [
     "resolve_device",
     "run_batch",
     "tile_grid",
+    "with_tta",
 ]

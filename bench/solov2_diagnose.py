@@ -2,8 +2,8 @@
 
 For every held-out image: the target assignment of the ground truth (``SOLOv2.losses``' own),
 then for the positive cells the predicted category score, and for each object the mask of
-its best-scoring positive cell against its target (both at the mask-feature scale, 1/4 or
-1/2 with ``mask_stride=2``; targets binarized at 0.5). Optionally also scores tiled
+its best-scoring positive cell against its target (both at the mask-feature scale, 1/4;
+targets binarized at 0.5). Optionally also scores tiled
 inference (tiles of ``--tile`` original pixels: the training crop's size, so that cells and CoordConv see training-sized
 canvases).
 

@@ -3,8 +3,6 @@
 Every backbone is an :class:`FPNBackbone`: ``forward(x (B, 3, H, W)) -> OrderedDict`` of
 feature maps ``(B, out_channels, H / s, W / s)`` for the strides in ``backbone.strides``
 (pyramid levels ``P{min_level}..P5`` plus ``P6 = maxpool(P5)``, named ``"0", "1", ..., "pool"``).
-With ``stem=True`` the dict also holds ``"stem"``: the body's stride-2 map
-``(B, stem_channels, H / 2, W / 2)`` (not through the FPN), for heads that want fine detail.
 
 Normalization (``norm``):
     ``"gn"``        GroupNorm in the body and the FPN: trains from scratch with 1-4 images per
@@ -19,7 +17,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
@@ -61,8 +59,7 @@ class FPNBackbone(BackboneWithFPN):
     """torchvision's ``BackboneWithFPN`` (same state-dict keys) that also reports its strides.
 
     Attributes: ``out_channels`` (int), ``strides`` (list[int], one per output map, the last
-    one is the ``"pool"`` level), ``feature_names`` (the output keys without ``"pool"``),
-    ``stem_channels`` (channels of the extra ``"stem"`` output, 0 without one).
+    one is the ``"pool"`` level), ``feature_names`` (the output keys without ``"pool"``).
     """
 
     def __init__(
@@ -73,11 +70,10 @@ class FPNBackbone(BackboneWithFPN):
         strides: list[int],
         out_channels: int,
         fpn_norm: Callable[[int], nn.Module] | None,
-        stem: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(
             body,
-            return_layers if stem is None else {**return_layers, stem[0]: "stem"},
+            return_layers,
             in_channels_list,
             out_channels,
             extra_blocks=LastLevelMaxPool(),
@@ -85,15 +81,6 @@ class FPNBackbone(BackboneWithFPN):
         )
         self.strides: list[int] = [*strides, strides[-1] * 2]
         self.feature_names: list[str] = list(return_layers.values())
-        self.stem_channels = 0 if stem is None else int(stem[1])
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats = self.body(x)
-        stem = feats.pop("stem", None)
-        out: dict[str, Tensor] = self.fpn(feats)
-        if stem is not None:
-            out["stem"] = stem
-        return out
 
 
 def _check_min_level(min_level: int) -> None:
@@ -107,12 +94,10 @@ def resnet_fpn(
     min_level: int = 2,
     fpn_channels: int = 256,
     trainable_layers: int = 5,
-    stem: bool = False,
 ) -> FPNBackbone:
     """ResNet (``weights=None``) + FPN on ``P{min_level}..P5`` + ``P6`` (max pool).
 
     ``trainable_layers`` (0-5) freezes the stem and early stages, as torchvision does.
-    ``stem``: also return the stride-2 stem (conv1 + norm + ReLU, 64 channels) as ``"stem"``.
     """
     if depth not in _RESNETS:
         raise ValueError(f"unknown ResNet {depth!r}; choose from {sorted(_RESNETS)}")
@@ -131,10 +116,7 @@ def resnet_fpn(
     in_channels = [c2 * 2 ** (lv - 2) for lv in levels]
     strides = [2**lv for lv in levels]
     fpn_norm = group_norm if gn else None
-    stem_layer = ("relu", body.conv1.out_channels) if stem else None
-    return FPNBackbone(
-        body, return_layers, in_channels, strides, fpn_channels, fpn_norm, stem_layer
-    )
+    return FPNBackbone(body, return_layers, in_channels, strides, fpn_channels, fpn_norm)
 
 
 def mobilenet_v3_fpn(
@@ -142,14 +124,12 @@ def mobilenet_v3_fpn(
     norm: str = "gn",
     min_level: int = 2,
     fpn_channels: int = 128,
-    stem: bool = False,
 ) -> FPNBackbone:
     """MobileNetV3-Large (``weights=None``) + FPN on ``P{min_level}..P5`` + ``P6``.
 
     Taps the last block of each stride (4, 8, 16, 32), before the 960-channel classifier
     expansion, so small objects keep a stride-4/8 feature map (torchvision's detection
-    variant only taps strides 16 and 32). ``stem``: also return the last stride-2 block's
-    output as ``"stem"``.
+    variant only taps strides 16 and 32).
     """
     _check_min_level(min_level)
     net = mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=norm_layer(norm))
@@ -171,5 +151,4 @@ def mobilenet_v3_fpn(
         strides,
         fpn_channels,
         group_norm if norm == "gn" else None,
-        (str(last_at_stride[2][0]), last_at_stride[2][1]) if stem else None,
     )

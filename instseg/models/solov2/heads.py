@@ -91,10 +91,8 @@ class MaskFeatureHead(nn.Module):
     """Unified mask features: P2..P5 each brought to 1/4 scale by (conv+GN+ReLU, 2x bilinear)
     steps and summed (CoordConv on P5), then 1x1 conv+GN+ReLU -> ``(B, E, H/4, W/4)``.
 
-    With ``stem_channels`` (``mask_stride=2``), the sum is upsampled 2x and added to a
-    conv+GN+ReLU of the backbone's stride-2 map before the 1x1: ``(B, E, H/2, W/2)``.
     With ``votes``, a 3x3 conv on the fused features adds two linear channels (last): each
-    pixel's predicted offset to its object's center (:mod:`solov2_prior`) -> ``(B, E + 2, ...)``.
+    pixel's predicted offset to its object's center (:mod:`.prior`) -> ``(B, E + 2, ...)``.
     """
 
     def __init__(
@@ -103,7 +101,6 @@ class MaskFeatureHead(nn.Module):
         mid_channels: int = 128,
         out_channels: int = 128,
         num_levels: int = 4,
-        stem_channels: int = 0,
         votes: bool = False,
     ) -> None:
         super().__init__()
@@ -117,7 +114,6 @@ class MaskFeatureHead(nn.Module):
                 if lv > 0:
                     steps.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.levels.append(nn.Sequential(*steps))
-        self.stem = conv_gn_relu(stem_channels, mid_channels) if stem_channels else None
         self.pred = conv_gn_relu(mid_channels, out_channels, kernel=1)
         self.vote = nn.Conv2d(mid_channels, 2, 3, padding=1) if votes else None
         for m in self.modules():
@@ -127,7 +123,7 @@ class MaskFeatureHead(nn.Module):
             assert self.vote.bias is not None
             nn.init.zeros_(self.vote.bias)
 
-    def forward(self, feats: list[Tensor], stem: Tensor | None = None) -> Tensor:
+    def forward(self, feats: list[Tensor]) -> Tensor:
         out = self.levels[0](feats[0])
         last = len(self.levels) - 1
         for lv in range(1, len(self.levels)):
@@ -135,11 +131,6 @@ class MaskFeatureHead(nn.Module):
             if lv == last:
                 x = torch.cat([x, coord_features(x)], 1)
             out = out + self.levels[lv](x)
-        if self.stem is not None:
-            if stem is None:
-                raise ValueError("MaskFeatureHead with stem_channels needs the stem map")
-            out = F.interpolate(out, size=stem.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + self.stem(stem)
         if self.vote is not None:
             return torch.cat([self.pred(out), self.vote(out)], 1)
         return self.pred(out)

@@ -12,9 +12,8 @@ Reading order, image -> masks:
        ``(B, E, S, S)`` dynamic 1x1 kernels (+5 coefficients of the optional position prior,
        :mod:`.prior`: a pixel-unit quadratic around each cell, added to its mask; +3
        with ``center_votes``: the cell's object center and a sharpness).
-    4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (or,
-       ``mask_stride=2``, with the backbone's stride-2 map at 1/2 scale: ``(B, E, Hp/2, Wp/2)``;
-       +2 channels with ``center_votes``: each pixel's offset to its object's center).
+    4. :class:`MaskFeatureHead`: P2..P5 fused at 1/4 scale -> ``(B, E, Hp/4, Wp/4)`` (+2
+       channels with ``center_votes``: each pixel's offset to its object's center).
     5. mask of cell c = sigmoid(kernel_c . mask_features): one matmul.
     6. training: :func:`assign.assign_targets` (center sampling) -> focal + Dice losses (+ L1 of
        the center votes); inference: 2x2 point NMS on cell scores (``point_nms``), then
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 from instseg.models.solov2 import assign, losses, nms, prior, targets
 from instseg.models.solov2.heads import MaskFeatureHead, SOLOv2Head
 from instseg.models.solov2.losses import dice_loss_logits
-from instseg.models.solov2.post import PostConfig, SOLOv2Raw, postprocess_batch
+from instseg.models.solov2.post import MASK_STRIDE, PostConfig, SOLOv2Raw, postprocess_batch
 from instseg.structures import Instances
 
 __all__ = [
@@ -71,6 +70,8 @@ class SOLOv2(nn.Module):
     image_std: Tensor
     #: model family (the zoo's and the test-time augmentation wrappers' key)
     family = "solov2"
+    #: input pixels per mask-feature pixel
+    mask_stride = MASK_STRIDE
 
     def __init__(
         self,
@@ -106,7 +107,6 @@ class SOLOv2(nn.Module):
         channels_last: bool = True,
         position_prior: bool = False,
         grid_canvas: int | None = None,
-        mask_stride: int = 4,
         point_nms: bool = True,
         center_votes: bool = False,
         vote_loss_weight: float = 1.0,
@@ -125,7 +125,7 @@ class SOLOv2(nn.Module):
         # sharpness; the mask logit falls with the distance between the two (:mod:`.prior`)
         self.position_prior, self.center_votes = bool(position_prior), bool(center_votes)
         self.vote_loss_weight = vote_loss_weight
-        self._build_heads(head_channels, stacked_convs, kernel_channels, mask_channels, mask_stride)
+        self._build_heads(head_channels, stacked_convs, kernel_channels, mask_channels)
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = tuple((float(a), float(b)) for a, b in scale_ranges)
         self.prior_units = prior.prior_units(self.scale_ranges)
@@ -154,9 +154,8 @@ class SOLOv2(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _build_heads(
-        self, head_channels: int, stacked_convs: int, kernel_channels: int, mask_channels: int,
-        mask_stride: int,
-    ) -> None:  # fmt: skip
+        self, head_channels: int, stacked_convs: int, kernel_channels: int, mask_channels: int
+    ) -> None:
         """The category / kernel head and the mask-feature head, with the kernel channels of
         the position prior and the center votes."""
         channels = int(self.backbone.out_channels)  # type: ignore[arg-type]
@@ -171,14 +170,8 @@ class SOLOv2(nn.Module):
             nn.init.constant_(bias[kernel_channels : kernel_channels + 2], -1.0)
         if self.center_votes:  # a mild vote term at first (softplus(-1) = 0.31)
             nn.init.constant_(bias[kernel_channels + extra - 3], -1.0)
-        if mask_stride not in (2, 4):
-            raise ValueError(f"mask_stride must be 2 or 4, got {mask_stride}")
-        self.mask_stride = int(mask_stride)
-        stem = int(getattr(self.backbone, "stem_channels", 0)) if mask_stride == 2 else 0
-        if mask_stride == 2 and stem == 0:
-            raise ValueError("mask_stride=2 needs a backbone with a stride-2 'stem' output")
         self.mask_head = MaskFeatureHead(
-            channels, mask_channels, kernel_channels, stem_channels=stem, votes=self.center_votes
+            channels, mask_channels, kernel_channels, votes=self.center_votes
         )
 
     # -- shared pieces ----------------------------------------------------------------------
@@ -229,14 +222,9 @@ class SOLOv2(nn.Module):
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         out = self.backbone(batch)
-        stem = None
-        if isinstance(out, dict):
-            stem = out.pop("stem", None)
-            feats = list(out.values())
-        else:
-            feats = list(out)
+        feats = list(out.values()) if isinstance(out, dict) else list(out)
         cates, kernels = self.head(feats, self.grid_shapes((batch.shape[-2], batch.shape[-1])))
-        return cates, kernels, self.mask_head(feats[:4], stem if self.mask_stride == 2 else None)
+        return cates, kernels, self.mask_head(feats[:4])
 
     def mask_operands(self, kernels: Tensor, mask_feat: Tensor) -> tuple[Tensor, Tensor]:
         """Flat kernels ``(B, C, E')`` and mask features ``(B, E, h, w)`` (``h = Hp / mask_stride``)
@@ -375,7 +363,7 @@ class SOLOv2(nn.Module):
         """The inference thresholds of :mod:`.post` from this model's attributes."""
         return PostConfig(
             self.score_threshold, self.mask_threshold, self.nms_pre, self.update_threshold,
-            self.max_detections, self.nms_kernel, self.nms_sigma, self.mask_stride,
+            self.max_detections, self.nms_kernel, self.nms_sigma,
         )  # fmt: skip
 
     def postprocess(

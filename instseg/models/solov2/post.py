@@ -4,11 +4,8 @@ Steps, as in the official SOLOv2 code: top ``nms_pre`` cells over the score thre
 masks ``sigmoid(kernel . mask_features)`` at 1/4 scale -> binary at ``mask_threshold``,
 min-area (cell stride) filter, maskness rescoring -> Matrix NMS on the 1/4-scale binary masks
 -> ``update_threshold``, top ``max_detections`` -> only those soft masks upsampled (one
-bilinear step, mask-feature scale -> original size) and thresholded. With 1/2-scale mask
-features (``mask_stride=2``) the candidate steps (threshold, area, maskness, Matrix NMS) still
-run at 1/4 scale on 2x2-averaged features (the logits are linear in them, so this is the
-average logit of each 2x2 block): the same cost as the paper's model; only the kept masks use
-the 1/2-scale features. :class:`SOLOv2Raw` may hold several views' kernels and features
+bilinear step, mask-feature scale -> original size) and thresholded. :class:`SOLOv2Raw` may
+hold several views' kernels and features
 (flip test-time augmentation, :mod:`instseg.inference.tta`), mapped back to the image's cells
 and pixels; a mask's probability is then the mean of the views' sigmoids.
 
@@ -35,6 +32,7 @@ from instseg.masks import masks_to_boxes
 from instseg.models.solov2 import nms
 
 __all__ = [
+    "MASK_STRIDE",
     "CACHE_BYTES",
     "CHUNK_PIXELS",
     "PostConfig",
@@ -50,6 +48,8 @@ __all__ = [
 #: float elements per eager chunk (4 MiB: 64 candidate masks of 128 x 128, 4 output masks
 #: of 512 x 512): temporaries stay cache-sized and are reused instead of page-faulted
 CHUNK_PIXELS = 1 << 20
+#: input pixels per mask-feature pixel
+MASK_STRIDE = 4
 #: largest candidate-probability cache ``postprocess(cache=...)`` keeps (float32 bytes)
 CACHE_BYTES = 1 << 30
 
@@ -65,7 +65,6 @@ class PostConfig:
     max_detections: int = 100
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
-    mask_stride: int = 4  # input pixels per mask-feature pixel (4 or 2)
 
 
 @dataclass
@@ -77,7 +76,7 @@ class SOLOv2Raw:
 
     scores: Tensor  # (B, C, K) cell-class probabilities (point NMS applied; mean over views)
     kernels: list[Tensor]  # per view (B, C, E) kernel operands of each cell
-    feats: list[Tensor]  # per view (B, E, h, w) mask operands at 1 / mask_stride of the input
+    feats: list[Tensor]  # per view (B, E, h, w) mask operands at 1 / MASK_STRIDE of the input
     cell_strides: Tensor  # (C,) min-area filter value per cell
     sizes: list[tuple[int, int]]  # resized image sizes (before padding)
     image_sizes: list[tuple[int, int]]  # original image sizes (H, W)
@@ -112,7 +111,7 @@ def postprocess(
     cache: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image: ``scores (C, K)`` (after the optional point NMS), per view ``kernels (C, E)``
-    and ``mask_feats (E, h, w)`` (``1 / cfg.mask_stride`` of the padded input; one view, or
+    and ``mask_feats (E, h, w)`` (1/4 of the padded input; one view, or
     several for flip TTA, mirrored back to the image's cells and pixels: a mask's probability
     is the mean of the views' sigmoids), ``cell_strides (C,)`` (min-area filter), resized size
     ``size`` and original ``orig_size`` ``(H, W)`` -> bool masks ``(N, H, W)`` in original
@@ -120,15 +119,11 @@ def postprocess(
     scores ``(N,)`` descending. ``cache`` (a dict kept by the caller across calls on the same
     outputs with other mask thresholds, e.g. calibration): the candidates' mask probabilities
     are kept there and reused, the same values, not recomputed (up to ``CACHE_BYTES``)."""
-    st = cfg.mask_stride
-    feats4 = (
-        list(mask_feats) if st == 4 else [F.avg_pool2d(f[None], 4 // st)[0] for f in mask_feats]
-    )
     top_scores, cells, labels = select_cells(scores, cfg)
     kerns = [k[cells] for k in kernels]  # (M, E) per view
-    binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in feats4], cfg, cache)
+    binary, area, maskness = _candidate_masks(kerns, [_flat(f) for f in mask_feats], cfg, cache)
     order, sc = matrix_nms_select(
-        binary, area, maskness, top_scores, labels, cell_strides[cells], feats4[0].shape[-2:], cfg
+        binary, area, maskness, top_scores, labels, cell_strides[cells], mask_feats[0].shape[-2:], cfg
     )
     # only the kept masks' probabilities, at the mask features' scale
     soft = mean_probs([k[order] for k in kerns], [_flat(f) for f in mask_feats])
@@ -188,10 +183,10 @@ def matrix_nms_select(
 def paste_masks(
     soft: Tensor, size: tuple[int, int], orig_size: tuple[int, int] | torch.Size, cfg: PostConfig
 ) -> Tensor:
-    """Kept soft masks ``(N, h, w)`` at ``1 / cfg.mask_stride`` of the padded input -> bool
+    """Kept soft masks ``(N, h, w)`` at 1/4 of the padded input -> bool
     ``(N, H, W)`` at the original size (crop to the resized ``size``, one bilinear step,
     ``> mask_threshold``)."""
-    st = cfg.mask_stride
+    st = MASK_STRIDE
     h, w = int(orig_size[0]), int(orig_size[1])
     soft = soft[:, : math.ceil(size[0] / st), : math.ceil(size[1] / st)]
     scale = (up_scale(soft.shape[-2], h, size[0], st), up_scale(soft.shape[-1], w, size[1], st))

@@ -52,13 +52,11 @@ def build_solov2(
     **model_kwargs: Any,
 ) -> SOLOv2:
     """SOLOv2 on a GroupNorm (by default) ResNet/MobileNetV3 + FPN P2..P6 from
-    :mod:`instseg.models.common.backbones` (plus its stride-2 stem map for ``mask_stride=2``);
-    ``model_kwargs`` go to :class:`SOLOv2`."""
-    stem = model_kwargs.get("mask_stride", 4) == 2
+    :mod:`instseg.models.common.backbones`; ``model_kwargs`` go to :class:`SOLOv2`."""
     if backbone == "mobilenet_v3":
-        body: nn.Module = mobilenet_v3_fpn(width_mult, norm, 2, fpn_channels, stem=stem)
+        body: nn.Module = mobilenet_v3_fpn(width_mult, norm, 2, fpn_channels)
     else:
-        body = resnet_fpn(backbone, norm, 2, fpn_channels, stem=stem)
+        body = resnet_fpn(backbone, norm, 2, fpn_channels)
     return SOLOv2(body, num_classes, **model_kwargs)
 
 

@@ -27,13 +27,11 @@ K_OFFSETS = [
 
 
 class TinyBackbone(nn.Module):
-    """5 maps (strides 4, 8, 16, 32, 64) of ``out_channels``: a stand-in for ResNet+FPN;
-    with ``stem``, also the stride-2 map as ``"stem"`` (as ``FPNBackbone(stem=...)``)."""
+    """5 maps (strides 4, 8, 16, 32, 64) of ``out_channels``: a stand-in for ResNet+FPN."""
 
-    def __init__(self, out_channels: int = 16, stem: bool = False) -> None:
+    def __init__(self, out_channels: int = 16) -> None:
         super().__init__()
         self.out_channels = out_channels
-        self.stem_channels = out_channels if stem else 0
         c = out_channels
 
         def block(cin: int) -> nn.Sequential:
@@ -45,14 +43,10 @@ class TinyBackbone(nn.Module):
         self.downs = nn.ModuleList([block(c) for _ in range(4)])
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        half = self.s2(x)
-        feats = [self.s4(half)]
+        feats = [self.s4(self.s2(x))]
         for down in self.downs:
             feats.append(down(feats[-1]))
-        out = OrderedDict((str(i), f) for i, f in enumerate(feats))
-        if self.stem_channels:
-            out["stem"] = half
-        return out
+        return OrderedDict((str(i), f) for i, f in enumerate(feats))
 
 
 def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
@@ -62,16 +56,14 @@ def tiny_model(num_classes: int = 2, **kw: object) -> SOLOv2:
         num_grids=(12, 8, 6, 4, 2), min_size=64, max_size=128,
     )  # fmt: skip
     args.update(kw)
-    backbone = TinyBackbone(stem=kw.get("mask_stride") == 2)
-    return SOLOv2(backbone, num_classes, **args)  # type: ignore[arg-type]
+    return SOLOv2(TinyBackbone(), num_classes, **args)  # type: ignore[arg-type]
 
 
 #: the paper's model; the crop-training one (position prior, fixed 64 px-canvas cells); that
-#: one with 1/2-scale mask features; with center votes
+#: one with center votes
 VARIANTS: dict[str, dict[str, object]] = {
     "plain": {},
     "prior_fixed_cells": {"position_prior": True, "grid_canvas": 64},
-    "prior_half_scale": {"position_prior": True, "grid_canvas": 64, "mask_stride": 2},
     "prior_votes": {"position_prior": True, "grid_canvas": 64, "center_votes": True},
 }
 
@@ -366,33 +358,6 @@ def test_eager_fast_postprocess_matches_exportable_path(
             torch.testing.assert_close(x[3], y[3], rtol=1e-5, atol=1e-6)  # scores
             assert (x[0] == y[0]).float().mean() > 0.999  # masks (float rounding at edges)
         assert torch.equal(a[1], mask_boxes(a[0]))
-
-
-def test_half_scale_masks_score_as_their_quarter_scale_average() -> None:
-    """``mask_stride=2``: candidates (threshold, maskness, Matrix NMS) run on 2x2-averaged
-    features, so 1/2-scale features that repeat a 1/4-scale map 2x2 give the 1/4-scale
-    model's labels and scores, and masks that differ only by the finer upsampling."""
-    from dataclasses import replace
-
-    from instseg.models.solov2.post import PostConfig, postprocess
-
-    torch.manual_seed(0)
-    feat4 = nn.functional.interpolate(torch.randn(1, 8, 4, 5), size=(16, 20), mode="bilinear")[0]
-    feat2 = feat4.repeat_interleave(2, 1).repeat_interleave(2, 2)
-    kernels, scores = torch.randn(60, 8), torch.rand(60, 2)
-    strides = torch.full((60,), 8.0)
-    cfg = PostConfig(score_threshold=0.0, update_threshold=0.0, max_detections=20)
-    a = postprocess(scores, [kernels], [feat4], strides, (62, 77), (90, 110), cfg)
-    cfg2 = replace(cfg, mask_stride=2)
-    b = postprocess(scores, [kernels], [feat2], strides, (62, 77), (90, 110), cfg2)
-    assert len(a[3]) == len(b[3]) > 5 and torch.equal(a[2], b[2])
-    torch.testing.assert_close(a[3], b[3])
-    assert a[0].shape == b[0].shape == (len(a[3]), 90, 110)
-    assert (a[0] == b[0]).float().mean() > 0.97
-    with pytest.raises(ValueError, match="mask_stride"):
-        tiny_model(mask_stride=3)
-    with pytest.raises(ValueError, match="stride-2"):
-        SOLOv2(TinyBackbone(), 2, mask_stride=2)
 
 
 # -- position prior -------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from instseg.inference import Predictor, predict_tiled, predict_tiled_sparse, tile_grid
-from instseg.inference.tiling import Piece, crop_to_rle, merge_pieces
+from instseg.inference.tile_merge import Piece, merge_pieces
+from instseg.inference.tiling import crop_to_rle
 from instseg.masks import decode, encode
 from instseg.structures import Instances
 from tests.inference import BlobModel, blob_image

@@ -22,6 +22,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     || { echo "[setup] install failed" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi
+# torchvision's ImageNet MobileNetV2 weights into its cache, checked by sha256 (no-op when there)
+"$VENV/bin/python" scripts/fetch_weights.py \
+  || { echo "[setup] could not place the ImageNet weights (see above)" >&2; exit 1; }
 
 job=${1:-demo}
 shift || true

@@ -1,4 +1,5 @@
-"""Backbones with a feature pyramid: ResNet / MobileNetV3 (torchvision, ``weights=None``) + FPN.
+"""Backbones with a feature pyramid: ResNet / MobileNetV3 (torchvision, ``weights=None``) or
+MobileNetV2 (ImageNet weights by default, :mod:`.imagenet`) + FPN.
 
 Every backbone is an :class:`FPNBackbone`: ``forward(x (B, 3, H, W)) -> OrderedDict`` of
 feature maps ``(B, out_channels, H / s, W / s)`` for the strides in ``backbone.strides``
@@ -18,14 +19,22 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_large, resnet
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from instseg.models.common.group_norm import GroupNorm
+from instseg.models.common.imagenet import load_pretrained
 
-__all__ = ["FPNBackbone", "group_norm", "mobilenet_v3_fpn", "norm_layer", "resnet_fpn"]
+__all__ = [
+    "FPNBackbone",
+    "group_norm",
+    "mobilenet_v2_fpn",
+    "mobilenet_v3_fpn",
+    "norm_layer",
+    "resnet_fpn",
+]
 
 _RESNETS: dict[str, Callable[..., resnet.ResNet]] = {
     "resnet18": resnet.resnet18,
@@ -133,13 +142,39 @@ def mobilenet_v3_fpn(
     """
     _check_min_level(min_level)
     net = mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=norm_layer(norm))
-    features = net.features[:-1]  # drop the final 1x1 expansion conv
+    return _tapped_fpn(net.features[:-1], min_level, fpn_channels, norm)
+
+
+def mobilenet_v2_fpn(
+    pretrained: str = "imagenet",
+    norm: str = "frozen_bn",
+    min_level: int = 2,
+    fpn_channels: int = 128,
+) -> FPNBackbone:
+    """MobileNetV2 + FPN on ``P{min_level}..P5`` + ``P6``, the body loaded with ``pretrained``
+    weights (``"imagenet"``: torchvision's IMAGENET1K_V1, ``"none"``, or a weights file; see
+    :mod:`instseg.models.common.imagenet`). ``norm`` ``"frozen_bn"`` keeps the ImageNet
+    statistics (small batches); the FPN then has no norm. Taps the last block of each stride
+    (4, 8, 16, 32) before the 1280-channel expansion, as :func:`mobilenet_v3_fpn`."""
+    _check_min_level(min_level)
+    net = mobilenet_v2(weights=None, norm_layer=norm_layer(norm))
+    load_pretrained(net, "mobilenet_v2", pretrained)
+    return _tapped_fpn(net.features[:-1], min_level, fpn_channels, norm)
+
+
+def _tapped_fpn(
+    features: nn.Sequential, min_level: int, fpn_channels: int, norm: str
+) -> FPNBackbone:
+    """An FPN on the last block of ``features`` at each stride of ``P{min_level}..P5``."""
     last_at_stride: dict[int, tuple[int, int]] = {}
     x = torch.zeros(1, 3, 64, 64)
+    was_training = features.training
+    features.eval()  # no BatchNorm statistics change on the probe
     with torch.no_grad():
         for i, block in enumerate(features):
             x = block(x)
             last_at_stride[64 // x.shape[-1]] = (i, x.shape[1])
+    features.train(was_training)
     levels = list(range(min_level, 6))
     return_layers = {str(last_at_stride[2**lv][0]): str(k) for k, lv in enumerate(levels)}
     in_channels = [last_at_stride[2**lv][1] for lv in levels]

@@ -139,7 +139,14 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
-    """``--augment``, ``--crop`` and ``--model-arg`` (model settings)."""
+    """``--augment``, ``--crop``, ``--pretrained`` and ``--model-arg`` (model settings)."""
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="imagenet|none|FILE",
+        help="backbone weights of a zoo model that has them (see `instseg models -v`): "
+        "ImageNet (the default for those), none (from scratch) or a weights file",
+    )
     p.add_argument(
         "--augment",
         choices=("default", "lsj", "microscopy", "none"),
@@ -369,11 +376,29 @@ def build_for_training(
 
     suggested = suggest_for_model(args.model, train_set, cpu=device == "cpu")
     overrides = {**suggested, **_model_args(args.model_arg)}
+    pretrained = _pretrained(args.model, args.pretrained)
     try:
-        model = build_model(args.model, len(train_set.categories), **overrides)
+        model = build_model(args.model, len(train_set.categories), pretrained, **overrides)
     except (TypeError, ValueError) as exc:
-        raise DataError(None, "--model-arg", f"cannot build {args.model}: {exc}") from None
+        flag = "--pretrained" if args.pretrained and "from scratch" in str(exc) else "--model-arg"
+        raise DataError(None, flag, f"cannot build {args.model}: {exc}") from None
     return model, training_recipe(args.model, device)
+
+
+def _pretrained(name: str, flag: str | None) -> str:
+    """``--pretrained`` for zoo model ``name``: the flag, else ImageNet where the model has
+    ImageNet weights and none otherwise; the choice is printed with its reason."""
+    from instseg.models.zoo import MODELS
+
+    arch = MODELS[name].imagenet
+    choice = flag or ("imagenet" if arch else "none")
+    if choice == "imagenet":
+        print(f"backbone: ImageNet {arch} weights (torchvision's; --pretrained none to train from scratch)")
+    elif choice == "none" and arch:
+        print("backbone: from scratch (--pretrained none)")
+    elif choice != "none":
+        print(f"backbone: weights from {choice}")
+    return choice
 
 
 def _fine_tune(model_path: str, k: int, device: str) -> tuple[nn.Module, Recipe | None]:

@@ -53,13 +53,16 @@ class Recipe:
 class ModelSpec:
     """A zoo entry. ``builder(num_classes, **overrides) -> nn.Module``; ``family`` is
     ``"maskrcnn"`` or ``"solov2"``; ``recommended`` marks the CPU default of its family;
-    ``recipe`` its recommended training recipe."""
+    ``recipe`` its recommended training recipe; ``imagenet`` the backbone architecture of its
+    ImageNet weights (:mod:`instseg.models.common.imagenet`), if it has any."""
 
     builder: Callable[..., nn.Module]
     family: str
     description: str
     recommended: bool = False
     recipe: Recipe = field(default_factory=Recipe)
+    #: the architecture whose ImageNet weights the backbone loads (``None``: from scratch only)
+    imagenet: str | None = None
 
 
 # From-scratch GN recipe after He et al. 2019 ("Rethinking ImageNet Pre-training": GN
@@ -74,6 +77,9 @@ SOLOV2_SCRATCH = dataclasses.replace(
 )
 # the papers' GPU schedules for the ResNet-50 variants (batch 16, SGD)
 MASK_RCNN_GPU = Recipe(optimizer="sgd", lr=0.02, batch_size=16, warmup_iters=1000)
+# fine-tuning an ImageNet backbone: a short warm-up, two images per step (not yet chosen by a
+# benchmark: the common AdamW fine-tuning recipe)
+FINE_TUNE = Recipe(lr=1e-3, batch_size=2, warmup_iters=50, cuda={"batch_size": 8})
 SOLOV2_GPU = Recipe(optimizer="sgd", lr=0.01, batch_size=16, warmup_iters=500, grad_clip=35.0)
 
 MODELS: dict[str, ModelSpec] = {
@@ -89,6 +95,13 @@ MODELS: dict[str, ModelSpec] = {
         "maskrcnn",
         "MobileNetV3-Large-FPN Mask R-CNN, GroupNorm, 96-ch FPN, 2fc box head: fewest FLOPs",
         recipe=SCRATCH,
+    ),
+    "maskrcnn_mnv2_fpn": ModelSpec(
+        mask_rcnn_variants.maskrcnn_mnv2_fpn,
+        "maskrcnn",
+        "ImageNet MobileNetV2-FPN Mask R-CNN (frozen BatchNorm), GroupNorm heads: fine-tuning",
+        recipe=FINE_TUNE,
+        imagenet="mobilenet_v2",
     ),
     "maskrcnn_r50_fpn": ModelSpec(
         mask_rcnn_variants.maskrcnn_r50_fpn,
@@ -151,15 +164,27 @@ def training_recipe(name: str, device: str = "cpu") -> Recipe | None:
     return None if spec is None else spec.recipe.on(device)
 
 
-def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, pretrained: str = "none", **overrides: Any
+) -> nn.Module:
     """Build zoo model ``name`` for ``num_classes`` foreground classes (labels 0..K-1).
 
     ``overrides`` are builder/constructor arguments (e.g. ``min_size``, ``anchor_sizes``,
     ``score_threshold``); the result has ``num_classes`` and ``config`` attributes.
+    ``pretrained`` (``"imagenet"``, ``"none"`` or a weights file) initialises the backbone of a
+    model that has ImageNet weights (``ModelSpec.imagenet``); it is not part of ``config``.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    model = MODELS[name].builder(num_classes, **overrides)
+    spec = MODELS[name]
+    if pretrained != "none" and spec.imagenet is None:
+        with_weights = ", ".join(n for n, s in MODELS.items() if s.imagenet)
+        raise ValueError(
+            f"{name} trains from scratch (no pretrained backbone); models with ImageNet "
+            f"weights: {with_weights}"
+        )
+    extra = {"pretrained": pretrained} if spec.imagenet else {}
+    model = spec.builder(num_classes, **extra, **overrides)
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or not config:
         model.config = {"name": name, "num_classes": int(num_classes), **overrides}  # type: ignore[assignment]

@@ -255,3 +255,34 @@ def test_model_args_parse_json_values_and_reject_malformed_items() -> None:
     for bad in ("input_scale", "=1", "not a key=1"):
         with pytest.raises(DataError, match="--model-arg"):
             _model_args([bad])
+
+
+def test_pretrained_model_starts_from_imagenet_and_the_flag_is_checked(
+    coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zoo model with ImageNet weights starts from them with no flag (and says so); the
+    checkpoint rebuilds without them; --pretrained on a from-scratch model is one line."""
+    from instseg.inference.loading import load_model
+    from instseg.models.common.imagenet import weights_file
+
+    out = tmp_path / "mnv2"
+    args = ["train", "--data", str(coco), "--model", "maskrcnn_mnv2_fpn", "--out", str(out),
+            "--steps", "1", "--workers", "0", "--batch-size", "1"]  # fmt: skip
+    assert main(args) == 0
+    assert "backbone: ImageNet mobilenet_v2 weights" in capsys.readouterr().out
+    want = torch.load(weights_file("mobilenet_v2"), map_location="cpu", weights_only=True)
+    model, meta = load_model(out / "last.pt")
+    assert "pretrained" not in meta["config"]
+    body = model.backbone.body.state_dict()  # type: ignore[union-attr]
+    # frozen BatchNorm: the ImageNet statistics are still the backbone's after a step
+    key = "3.conv.0.1.running_mean"
+    torch.testing.assert_close(body[key], want[f"features.{key}"], rtol=0, atol=0)
+    scratch = [*args, "--pretrained", "none"]
+    scratch[scratch.index("--out") + 1] = str(tmp_path / "scratch")
+    assert main(scratch) == 0
+    assert "backbone: from scratch" in capsys.readouterr().out
+    bad = ["train", "--data", str(coco), "--model", "maskrcnn_r18_fpn", "--out",
+           str(tmp_path / "bad"), "--steps", "1", "--pretrained", "imagenet"]  # fmt: skip
+    assert main(bad) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pretrained" in err and "maskrcnn_mnv2_fpn" in err

@@ -86,3 +86,13 @@ def test_training_recipe_merges_the_device_entry() -> None:
     solo = training_recipe("solov2_r18_fpn", "cpu")
     assert solo is not None and solo.lr < cpu.lr and solo.batch_size == 1  # saturating Dice
     assert training_recipe("not_in_the_zoo") is None
+
+
+def test_pretrained_weights_only_where_the_model_has_them() -> None:
+    with pytest.raises(ValueError, match="trains from scratch.*maskrcnn_mnv2_fpn"):
+        build_model("maskrcnn_r18_fpn", 2, pretrained="imagenet")
+    model = build_model("maskrcnn_mnv2_fpn", 2, "none", min_size=64, max_size=96)
+    assert model.config == {"name": "maskrcnn_mnv2_fpn", "num_classes": 2, "min_size": 64,
+                            "max_size": 96}  # fmt: skip
+    assert MODELS["maskrcnn_mnv2_fpn"].imagenet == "mobilenet_v2"
+    assert all(spec.imagenet is None for n, spec in MODELS.items() if n != "maskrcnn_mnv2_fpn")

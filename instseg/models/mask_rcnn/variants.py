@@ -1,8 +1,9 @@
-"""The from-scratch Mask R-CNN variants of the zoo: GroupNorm backbone, FPN and heads.
+"""The Mask R-CNN variants of the zoo: GroupNorm FPN and heads on a GroupNorm backbone trained
+from scratch, or on an ImageNet MobileNetV2 with frozen BatchNorm.
 
-``maskrcnn_r18_fpn`` / ``maskrcnn_mnv3_fpn`` (CPU) and ``maskrcnn_r50_fpn`` (GPU) are
-:class:`instseg.models.mask_rcnn.MaskRCNN` with the architecture of ``GN_VARIANTS[name]``;
-``build_gn_maskrcnn`` builds any other combination.
+``maskrcnn_r18_fpn`` / ``maskrcnn_mnv3_fpn`` (CPU), ``maskrcnn_r50_fpn`` (GPU) and
+``maskrcnn_mnv2_fpn`` (ImageNet backbone) are :class:`instseg.models.mask_rcnn.MaskRCNN` with
+the architecture of ``GN_VARIANTS[name]``; ``build_gn_maskrcnn`` builds any other combination.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead as ConvFCHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 
-from instseg.models.common.backbones import group_norm, mobilenet_v3_fpn, resnet_fpn
+from instseg.models.common.backbones import (
+    group_norm,
+    mobilenet_v2_fpn,
+    mobilenet_v3_fpn,
+    resnet_fpn,
+)
 from instseg.models.mask_rcnn.model import MaskRCNN, _json_config
 
 __all__ = [
     "GN_VARIANTS",
     "build_gn_maskrcnn",
+    "maskrcnn_mnv2_fpn",
     "maskrcnn_mnv3_fpn",
     "maskrcnn_r18_fpn",
     "maskrcnn_r50_fpn",
@@ -40,6 +47,10 @@ GN_VARIANTS: dict[str, dict[str, Any]] = {
     "maskrcnn_mnv3_fpn": {"backbone": "mobilenet_v3", "fpn_channels": 96, "box_convs": 0,
                           "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
                           "box_batch_size_per_image": 256, "mask_scoring": True},
+    # ImageNet MobileNetV2 (frozen BatchNorm), plain FPN, the CPU variants' GN heads
+    "maskrcnn_mnv2_fpn": {"backbone": "mobilenet_v2", "fpn_channels": 128, "box_convs": 0,
+                          "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
+                          "box_batch_size_per_image": 256, "mask_scoring": True},
 }  # fmt: skip
 
 
@@ -54,13 +65,19 @@ def build_gn_maskrcnn(
     box_convs: int = 2,
     box_fc: int = 512,
     mask_convs: int = 2,
+    pretrained: str = "none",
     **model_kwargs: Any,
 ) -> MaskRCNN:
-    """GroupNorm Mask R-CNN for training from scratch: GN backbone (``resnet18/34/50/101`` or
-    ``mobilenet_v3``), GN FPN on ``P{min_level}..P6``, GN conv box head (``box_convs`` x 3x3
-    + one fc of ``box_fc``; ``box_convs=0``: two fc), GN mask head (``mask_convs`` x 3x3),
-    all ``fpn_channels`` wide."""
-    if backbone == "mobilenet_v3":
+    """Mask R-CNN with GroupNorm heads: GN backbone trained from scratch (``resnet18/34/50/101``
+    or ``mobilenet_v3``) and GN FPN on ``P{min_level}..P6``, or ``mobilenet_v2`` with frozen
+    BatchNorm, ``pretrained`` weights (``"imagenet"``, ``"none"``, a file) and a plain FPN;
+    GN conv box head (``box_convs`` x 3x3 + one fc of ``box_fc``; ``box_convs=0``: two fc), GN
+    mask head (``mask_convs`` x 3x3), all ``fpn_channels`` wide."""
+    if pretrained != "none" and backbone != "mobilenet_v2":
+        raise ValueError(f"pretrained={pretrained!r}: only the mobilenet_v2 backbone has weights")
+    if backbone == "mobilenet_v2":
+        body = mobilenet_v2_fpn(pretrained, "frozen_bn", min_level, fpn_channels)
+    elif backbone == "mobilenet_v3":
         body = mobilenet_v3_fpn(width_mult, "gn", min_level, fpn_channels)
     else:
         body = resnet_fpn(backbone, "gn", min_level, fpn_channels)
@@ -80,8 +97,13 @@ def build_gn_maskrcnn(
     return model
 
 
-def _gn_variant(name: str, num_classes: int, overrides: dict[str, Any]) -> MaskRCNN:
-    model = build_gn_maskrcnn(name, num_classes, **{**GN_VARIANTS[name], **overrides})
+def _gn_variant(
+    name: str, num_classes: int, overrides: dict[str, Any], pretrained: str = "none"
+) -> MaskRCNN:
+    """Zoo variant ``name``; ``pretrained`` weights are not part of its ``config`` (a
+    checkpoint rebuilt from the config loads its own weights)."""
+    kwargs = {**GN_VARIANTS[name], **overrides}
+    model = build_gn_maskrcnn(name, num_classes, pretrained=pretrained, **kwargs)
     model.config = _json_config(name, num_classes, overrides)
     return model
 
@@ -94,6 +116,12 @@ def maskrcnn_r50_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
 def maskrcnn_r18_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:
     """ResNet-18-FPN, GroupNorm everywhere, 128-channel FPN/mask head, 2fc box head: CPU."""
     return _gn_variant("maskrcnn_r18_fpn", num_classes, overrides)
+
+
+def maskrcnn_mnv2_fpn(num_classes: int, pretrained: str = "none", **overrides: Any) -> MaskRCNN:
+    """ImageNet MobileNetV2-FPN (frozen BatchNorm; ``pretrained``: ``"imagenet"``, ``"none"``
+    or a weights file), 128-channel plain FPN, GroupNorm heads: fine-tuning on a CPU."""
+    return _gn_variant("maskrcnn_mnv2_fpn", num_classes, overrides, pretrained)
 
 
 def maskrcnn_mnv3_fpn(num_classes: int, **overrides: Any) -> MaskRCNN:

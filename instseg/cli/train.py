@@ -53,9 +53,17 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        required=True,
+        default=None,
         metavar="NAME",
-        help="zoo name (`instseg models`), or a checkpoint to fine-tune",
+        help="zoo name (`instseg models`), or a checkpoint to fine-tune on the same classes",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint (a training folder, the shipped nuclei model or "
+        "torchvision Mask R-CNN weights) on the training set's classes: its architecture, "
+        "every weight that fits, the class-dependent head layers re-initialised",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
@@ -202,6 +210,8 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
     """Why the schedule / size arguments are unusable, or None."""
     if args.time_budget is None and args.epochs is None and args.steps is None:
         return "give --time-budget MIN, --epochs N or --steps N"
+    if (args.model is None) == (args.init is None):
+        return "give --model NAME or --init CHECKPOINT (one of them)"
     for name in ("time_budget", "epochs", "steps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -363,6 +373,12 @@ def build_for_training(
     if args.resume and last.is_file():  # same architecture as the interrupted run
         config = load_checkpoint(last)["config"]
         return build_model(**config), training_recipe(config["name"], device)
+    if args.init is not None:
+        from instseg.inference.loading import init_model
+
+        model, report = init_model(args.init, len(train_set.categories))
+        print(report.summary())
+        return model, training_recipe(report.name, device)
     if args.model not in MODELS and (Path(args.model).exists() or args.model in SHIPPED):
         return _fine_tune(args.model, len(train_set.categories), device)
     if args.model not in MODELS:
@@ -412,7 +428,8 @@ def _fine_tune(model_path: str, k: int, device: str) -> tuple[nn.Module, Recipe 
         raise DataError(
             model_path,
             "num_classes",
-            f"model has {meta['config']['num_classes']} classes, the training set {k}",
+            f"model has {meta['config']['num_classes']} classes, the training set {k} "
+            "(--init re-initialises the class-dependent layers)",
         )
     return model.train(), training_recipe(meta["config"]["name"], device)
 

@@ -286,3 +286,39 @@ def test_pretrained_model_starts_from_imagenet_and_the_flag_is_checked(
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--pretrained" in err and "maskrcnn_mnv2_fpn" in err
+
+
+def test_init_from_the_shipped_model_with_another_class_set(
+    coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--init nuclei on a 2-class set: the nuclei architecture, every weight that fits kept,
+    the class-dependent head layers fresh; a torchvision state dict works the same way."""
+    from instseg.engine.checkpoint import load_checkpoint, shipped_path
+    from instseg.inference.loading import init_model
+
+    out = tmp_path / "init"
+    args = ["train", "--data", str(coco), "--init", "nuclei", "--out", str(out), "--steps", "1",
+            "--workers", "0", "--batch-size", "1", "--lr", "0"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "init maskrcnn_mnv3_fpn from" in printed and "re-initialised 6" in printed
+    shipped, tuned = load_checkpoint(shipped_path("nuclei")), load_checkpoint(out / "last.pt")
+    assert tuned["config"]["num_classes"] == 2 and tuned["config"]["input_scale"] == 1.7
+    key = "backbone.body.0.0.weight"  # lr 0: the kept weights are the shipped ones
+    torch.testing.assert_close(tuned["model"][key], shipped["model"][key].float())
+    head = "roi_heads.box_predictor.cls_score.weight"
+    assert tuned["model"][head].shape[0] == 3 and shipped["model"][head].shape[0] == 2
+    assert main([*args[:3], "--model", "maskrcnn_r18_fpn", *args[3:]]) == 2  # one of them
+    assert "--model NAME or --init CHECKPOINT" in capsys.readouterr().err
+
+    from instseg.models.zoo import build_model
+
+    tv = build_model("maskrcnn_r50_fpn_torchvision", 4, min_size=64, max_size=96)
+    torch.save({"model": tv.state_dict()}, tmp_path / "tv.pth")  # a reference-script checkpoint
+    model, report = init_model(tmp_path / "tv.pth", 2)
+    assert report.name == "maskrcnn_r50_fpn_torchvision" and len(report.fresh) == 6
+    assert model.training and model.num_classes == 2  # type: ignore[union-attr]
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert main([*args[:3], "--init", str(tmp_path / "junk.pt"), *args[5:]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "junk.pt" in err

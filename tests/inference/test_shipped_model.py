@@ -125,7 +125,9 @@ def test_train_fine_tunes_from_shipped_name(tmp_path: Path) -> None:
     from instseg.cli.train import build_for_training
     from instseg.data.dataset import Category
 
-    args = SimpleNamespace(model="nuclei", out=str(tmp_path / "run"), resume=False, device="cpu")
+    args = SimpleNamespace(
+        model="nuclei", init=None, out=str(tmp_path / "run"), resume=False, device="cpu"
+    )
     one = SimpleNamespace(categories=[Category(1, "nucleus")])
     model, recipe = build_for_training(args, one)  # type: ignore[arg-type]
     assert model.training and model.config["name"] == "maskrcnn_mnv3_fpn"

@@ -83,7 +83,7 @@ def test_mobilenet_v2_pyramid() -> None:
     net = mobilenet_v2_fpn("none", min_level=2, fpn_channels=32).eval()
     assert net.strides == [4, 8, 16, 32, 64]
     with torch.no_grad():
-        out = net(torch.rand(1, 3, 96, 128))
+        out = net(torch.rand(1, 3, 128, 192))
     assert [tuple(v.shape) for v in out.values()] == [
-        (1, 32, 96 // s, 128 // s) for s in net.strides
+        (1, 32, 128 // s, 192 // s) for s in net.strides
     ]

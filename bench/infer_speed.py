@@ -40,7 +40,7 @@ from torch import Tensor, nn  # noqa: E402
 
 DEFAULT_MODELS = "solov2_light_mnv3,solov2_light_r18,maskrcnn_r18_fpn,torchvision_r18_fpn@512,torchvision_r18_fpn"
 TORCHVISION = {"torchvision_r18_fpn": "resnet18", "torchvision_mnv3_fpn": "mobilenet_v3_large"}
-TARGET_MS = 150.0  # issue 5: light SOLOv2 at 512x512, 2 threads
+TARGET_MS = 150.0  # target of the light SOLOv2 at 512x512, 2 threads
 
 
 def build(spec: str, num_classes: int, score_threshold: float) -> tuple[nn.Module, bool]:

@@ -126,11 +126,6 @@ def _check_inference_args(model: Any, args: argparse.Namespace) -> None:
     threshold = getattr(args, "mask_threshold", None)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InstsegError(f"--mask-threshold must lie in (0, 1), got {threshold}")
-    if getattr(args, "tta_scales", None) and getattr(model, "input_scale", None) is None:
-        raise InstsegError(
-            f"--tta-scales: scale TTA needs a fixed-scale model (input_scale set); {name} "
-            "resizes every image's short side to min_size"
-        )
 
 
 def inference_from_args(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
@@ -141,20 +136,23 @@ def inference_from_args(model: Any, args: argparse.Namespace) -> tuple[Any, Any]
     there are set, and the choices are printed; the F1-best score cut-off is returned for the
     caller to apply. Errors are one line naming the flag."""
     from instseg.data.formats import load_dataset
-    from instseg.errors import DataError
+    from instseg.errors import DataError, InstsegError
     from instseg.inference.calibrate import apply_thresholds, choose_thresholds
     from instseg.inference.tta import with_tta
 
     _check_inference_args(model, args)
     if getattr(args, "mask_threshold", None) is not None:
         model.mask_threshold = float(args.mask_threshold)
-    wrapped = with_tta(
-        model,
-        getattr(args, "tta", None) or "none",
-        getattr(args, "tta_scales", None) or (),
-        float(getattr(args, "tta_agreement", None) or 0.0),
-        int(getattr(args, "box_refine", None) or 0),
-    )
+    try:  # flips and refinement are checked above: what is left is the scales' (ScaleTTA)
+        wrapped = with_tta(
+            model,
+            getattr(args, "tta", None) or "none",
+            getattr(args, "tta_scales", None) or (),
+            float(getattr(args, "tta_agreement", None) or 0.0),
+            int(getattr(args, "box_refine", None) or 0),
+        )
+    except ValueError as err:
+        raise InstsegError(f"--tta-scales: {err}") from None
     source = getattr(args, "calibrate", None)
     if not source:
         return wrapped, None

@@ -58,7 +58,7 @@ class Thresholds(NamedTuple):
     """What :func:`choose_thresholds` found: the mask threshold and ``{threshold: segm AP}`` at
     the chosen agreement power; the F1-best score cut-off and ``{cut-off: F1}`` (``None, {}``
     when not asked); the agreement power and ``{power: segm AP}`` at the chosen threshold
-    (``{wrapper's power: AP}`` without scale TTA)."""
+    (``{0.0: AP}`` without scale TTA)."""
 
     mask_threshold: float
     ap: dict[float, float]
@@ -213,8 +213,6 @@ def choose_thresholds(
     gt = dataset.to_coco()
     ap = {key: coco_summary(gt, res, "segm")["AP"] for key, res in results.items()}
     best, power = max(ap, key=lambda k: (round(ap[k], 6), -abs(k[0] - 0.5), -k[1]))
-    if not isinstance(model, ScaleTTA):
-        power = 0.0
     by_threshold = {c: v for (c, p), v in ap.items() if p == power}
     by_power = {p: v for (c, p), v in ap.items() if c == best}
     if score_candidates is None:

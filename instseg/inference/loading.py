@@ -115,11 +115,9 @@ class InitReport:
 def _init_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
     """``(architecture config, state dict, source)`` of an instseg checkpoint, training folder
     or shipped name, or of a torchvision Mask R-CNN state dict (bare, or under ``"model"``)."""
+    file = resolve_checkpoint(path)
     try:
-        file = resolve_checkpoint(path)
         obj: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except DataError:
-        raise
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, foreign pickle
         raise DataError(path, None, f"cannot read checkpoint ({type(exc).__name__})") from None
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj:

@@ -106,7 +106,7 @@ class _Wrapper(nn.Module):
         raise NotImplementedError
 
     def postprocess(self, raw: Any, cfg: Any = None, cache: bool = False) -> list[Instances]:
-        raise NotImplementedError
+        return self.model.postprocess(raw, cfg, cache)  # type: ignore[operator,no-any-return]
 
     @torch.no_grad()
     def predict(self, images: list[Tensor]) -> list[Instances]:
@@ -140,9 +140,6 @@ class FlipTTA(_Wrapper):
                 self.model, images, self.views, self.box_refine, input_scale  # type: ignore[arg-type]
             )
         return tta_solov2.augmented_raw(self.model, images, self.views, input_scale)  # type: ignore[arg-type]
-
-    def postprocess(self, raw: Any, cfg: Any = None, cache: bool = False) -> list[Instances]:
-        return self.model.postprocess(raw, cfg, cache)  # type: ignore[operator,no-any-return]
 
 
 class ScaleTTA(_Wrapper):

@@ -167,7 +167,8 @@ def train_ours(
     augment: str = "default",
     extra_args: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train ``model_name`` with ``instseg train`` (its parser and ``run``, this process).
+    """Train ``model_name`` (``""``: ``--init`` in ``extra_args``) with ``instseg train`` (its
+    parser and ``run``, this process).
 
     The training split is written to ``out/train.json`` (image paths relative to it) and
     passed as ``--data``. Returns ``{"command", "train_s", "steps", "checkpoint"}``.
@@ -177,7 +178,8 @@ def train_ours(
 
     out.mkdir(parents=True, exist_ok=True)
     data_json = train_set.save_coco(out / "train.json")
-    argv = ["--data", str(data_json), "--model", model_name, "--out", str(out),
+    model = ["--model", model_name] if model_name else []  # none: --init in extra_args
+    argv = ["--data", str(data_json), *model, "--out", str(out),
             "--time-budget", f"{minutes:g}", "--seed", str(seed), "--augment", augment,
             "--no-progress", "--device", "cpu", *extra_args]  # fmt: skip
     parser = argparse.ArgumentParser(prog="instseg train")
@@ -385,20 +387,15 @@ def finish(
 
 # -- the benchmark loop ---------------------------------------------------------------------
 def add_reference_arguments(p: argparse.ArgumentParser) -> None:
-    """Settings of torchvision's reference Mask R-CNN (see ``baselines.py``)."""
+    """Settings of torchvision's reference Mask R-CNN (``baselines.py``)."""
     p.add_argument(
-        "--ref-backbone",
-        default="resnet18",
-        help="resnet18 (as our CPU default) or mobilenet_v3_large",
+        "--ref-long-side", type=int, default=512, help="torchvision resize: long side (px)"
     )
+    p.add_argument("--ref-lr", type=float, default=1e-3, help="AdamW lr for batch 2")
     p.add_argument(
-        "--ref-min-size",
-        type=int,
-        default=512,
-        help="torchvision short-side resize (our r18 variant's default; tv's is 800)",
-    )
-    p.add_argument("--ref-max-size", type=int, default=853)
-    p.add_argument("--ref-lr", type=float, default=0.005, help="SGD lr for batch 2")  # fmt: skip
+        "--ref-scratch", action="store_true",
+        help="the reference's MobileNetV2 from scratch instead of ImageNet weights",
+    )  # fmt: skip
 
 
 def run_method(
@@ -440,21 +437,22 @@ def run_method(
     elif method == "reference":
         if args.eval_only:
             raise RuntimeError("--eval-only: the reference keeps no checkpoint to score")
-        from bench.baselines import predict_torchvision, torchvision_maskrcnn, train_reference
+        from bench.baselines import predict_torchvision, torchvision_reference, train_reference
         from instseg.models.autoconfig import DatasetSizeStats, suggest_config
 
         dets = int(
             suggest_config(DatasetSizeStats.from_dataset(train_set)).get("max_detections", 100)
         )
-        settings = {"backbone": args.ref_backbone, "min_size": args.ref_min_size,
-                    "max_size": args.ref_max_size, "box_detections_per_img": dets}  # fmt: skip
-        model = torchvision_maskrcnn(
-            len(train_set.categories), args.ref_backbone, args.ref_min_size, args.ref_max_size,
-            box_detections_per_img=dets,
-        )  # fmt: skip
+        pretrained = not args.ref_scratch
+        settings = {"backbone": "mobilenet_v2", "imagenet": pretrained,
+                    "long_side": args.ref_long_side, "box_detections_per_img": dets}  # fmt: skip
+        model = torchvision_reference(
+            len(train_set.categories), args.ref_long_side, pretrained, box_detections_per_img=dets
+        )
         info = train_reference(model, train_set, args.minutes, out, lr=args.ref_lr, seed=args.seed)
         results, eval_s = timed(lambda: predict_torchvision(model, val_set))
-        row.update(method=f"reference (torchvision {args.ref_backbone})", settings=settings,
+        init = "ImageNet" if pretrained else "from scratch"
+        row.update(method=f"reference (torchvision MobileNetV2, {init})", settings=settings,
                    lr=args.ref_lr, **info)  # fmt: skip
         del model
     elif method == "watershed":
@@ -541,14 +539,24 @@ def choosing_images(
 
 
 def run_benchmark(
-    bench: str, dataset: str, args: argparse.Namespace, known: Sequence[str], f1: bool
+    bench: str,
+    dataset: str,
+    args: argparse.Namespace,
+    known: Sequence[str],
+    f1: bool,
+    split: tuple[InstanceDataset, InstanceDataset, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split ``dataset``, run every method of ``args.methods`` in turn, print and save."""
+    """Split ``dataset`` (or take ``split``: ``(train, held-out, how)``), run every method of
+    ``args.methods`` in turn, print and save."""
     methods = parse_methods(args.methods, known)
     INFERENCE_SETTINGS.clear()
     INFERENCE_SETTINGS.update(parse_settings(args.set))
     set_threads(args.threads)
-    train_set, val_set = load_split(dataset, args.data)
+    if split is None:
+        train_set, val_set = load_split(dataset, args.data)
+        how = f"split({VAL_FRACTION:g}, seed={SPLIT_SEED})"
+    else:
+        train_set, val_set, how = split
     train_set, choose_set, choose_text = choosing_images(train_set, args.choose_split)
     if args.max_val:
         val_set = val_set.subset(list(range(min(args.max_val, len(val_set)))))
@@ -560,7 +568,7 @@ def run_benchmark(
             print(f"== {method} failed: {type(err).__name__}: {err}", flush=True)
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
     meta = {"dataset": dataset, "n_train": len(train_set), "n_val": len(val_set),
-            "val_image_ids": [r.id for r in val_set.images], "split": "split(0.2, seed=0)",
+            "val_image_ids": [r.id for r in val_set.images], "split": how,
             "n_choose": len(choose_set), "choose": choose_text,
             "minutes": args.minutes, "threads": args.threads, "set": dict(INFERENCE_SETTINGS),
             "f1_score_threshold": F1_SCORE_THRESHOLD if f1 else None}  # fmt: skip

@@ -10,8 +10,10 @@ the same thread count, then evaluates segm AP / AP50 and F1 at IoU 0.5 (detectio
   Mask R-CNN, its recipe, data-adaptive input scale / anchors / detection budget); scored
   as trained and as "ours + TTA" (h+v flip TTA, one box refinement pass, mask threshold
   chosen on every third training image: ``bench/common.py``);
-* reference: torchvision ``MaskRCNN`` with a ResNet-18-FPN backbone from scratch, default
-  heads and anchors, plain SGD (``bench/baselines.py``);
+* reference: torchvision ``MaskRCNN`` on its ImageNet MobileNetV2 (FPN, frozen BatchNorm,
+  3-level anchors 32-512), long side 512, AdamW 1e-3 + 50-step warm-up + cosine over the
+  budget, batch 2, horizontal flip, clip 10: as a competent user fine-tunes it
+  (``bench/baselines.py``);
 * watershed: Otsu + distance-transform watershed, no training (``bench/baselines.py``);
 * solov2: ``instseg train --model solov2_r18_fpn --augment microscopy``.
 

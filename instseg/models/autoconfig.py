@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from instseg.models.common.size_stats import DatasetSizeStats
+from instseg.models.common.size_stats import CPU_LONG_SIDE, DatasetSizeStats, cpu_input_cap
 from instseg.models.mask_rcnn.config import suggest_config
 from instseg.models.solov2.config import suggest_solov2_config
 from instseg.models.zoo import MODELS
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetSizeStats",
+    "explain",
+    "refit_input",
     "suggest_config",
     "suggest_for_model",
     "suggest_solov2_config",
@@ -62,6 +64,26 @@ def suggest_for_model(
     return cfg
 
 
+#: config keys that hold no weights and follow the data: the input size and detection budgets
+INPUT_KEYS = ("input_scale", "train_input_scale", "min_size", "max_size", "max_detections",
+              "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")  # fmt: skip
+
+
+def refit_input(config: dict[str, Any], ds: InstanceDataset, cpu: bool = False) -> dict[str, Any]:
+    """A trained model's ``config`` with its input size and detection budgets (``INPUT_KEYS``)
+    fitted to new data ``ds`` by the rules that fitted them to the old data, so that objects
+    reach the network at the sizes it learned (a model trained on 19 px nuclei at x1.7 meets
+    44 px cells at x1.0, not x1.7). The architecture (anchors, levels, grids) is kept; a name
+    outside the zoo keeps its config."""
+    if config.get("name") not in MODELS:
+        return dict(config)
+    fit = suggest_for_model(config["name"], ds, cpu=cpu)
+    if not fit:
+        return dict(config)
+    kept = {k: v for k, v in config.items() if k not in INPUT_KEYS}
+    return {**kept, **{k: v for k, v in fit.items() if k in INPUT_KEYS}}
+
+
 def training_crop(config: dict[str, Any], ds: InstanceDataset, crop: int | None = None) -> int | None:
     """Side of the square random training crop in dataset pixels, or ``None`` (whole images).
 
@@ -86,3 +108,58 @@ def training_crop(config: dict[str, Any], ds: InstanceDataset, crop: int | None 
     side = int(round(crop / float(scale))) if scale else int(crop)
     largest = max((max(r.height, r.width) for r in ds.images), default=0)
     return max(side, 1) if side < largest else None
+
+
+def explain(stats: DatasetSizeStats, cfg: dict[str, Any]) -> list[str]:
+    """One line per data-adaptive choice of ``cfg`` (``suggest_for_model``'s result) with the
+    statistic behind it, printed at the start of training."""
+    if not cfg:
+        return ["settings: the model's defaults (no instances to measure)"]
+    p50, p5 = stats.mask_size_p50, stats.mask_size_p5
+    lines = []
+    scale = cfg.get("input_scale")
+    train = cfg.get("train_input_scale", scale)
+    if scale is not None:
+        lines.append(
+            f"input: every image x{scale:g} ({_why_scale(scale, stats)}; object sizes in pixels "
+            f"vary less than relative ones); median object {p50:.0f} -> {p50 * scale:.0f} px, "
+            f"5% smallest {p5:.0f} -> {p5 * scale:.0f} px"
+        )
+        if train != scale:
+            lines.append(
+                f"training input: x{train:g} (on a CPU objects are trained at >= 16 px median, "
+                f">= 8 px small: cheaper steps); inference keeps x{scale:g}"
+            )
+    elif "min_size" in cfg:
+        k = cfg["min_size"] / max(stats.image_short_p50, 1.0)
+        lines.append(
+            f"input: short side {cfg['min_size']} px, long side <= {cfg['max_size']} px "
+            f"(typical image {stats.image_short_p50:.0f}x{stats.image_long_p50:.0f} px, x{k:.2f}: "
+            f"{_why_scale(k, stats)}); "
+            f"median object {p50:.0f} -> {p50 * k:.0f} px, 5% smallest {p5:.0f} -> {p5 * k:.0f} px"
+        )
+    if "anchor_sizes" in cfg:
+        sizes = [a[0] for a in cfg["anchor_sizes"]]
+        lines.append(
+            f"pyramid: P{cfg['min_level']}-P6, anchors {sizes[0]}-{sizes[-1]} px, aspect "
+            f"ratios {'/'.join(f'{r:g}' for r in cfg.get('aspect_ratios', [0.5, 1.0, 2.0]))} "
+            f"(boxes: 5% smallest {stats.box_size_p5:.0f} px, h/w {stats.aspect_p10:.2f}-"
+            f"{stats.aspect_p90:.2f})"
+        )
+    if "num_grids" in cfg:
+        lines.append(f"grids: {cfg['num_grids']} cells per side (each object owns a cell)")
+    lines.append(
+        f"detections: up to {cfg.get('max_detections', 100)} per image (busiest training "
+        f"image: {stats.instances_per_image_max} objects)"
+    )
+    return lines
+
+
+def _why_scale(scale: float, stats: DatasetSizeStats) -> str:
+    if abs(scale - 1.0) < 0.05:  # short-side sizes are rounded to multiples of 32
+        return "objects kept at their size"
+    if scale > 1.0:
+        return "small objects upsampled"
+    if scale < 1.0 and abs(scale - cpu_input_cap(stats)) < 1e-6:
+        return f"large photos downsampled to a {CPU_LONG_SIDE:.0f} px long side for CPU training"
+    return "large objects downsampled" if scale < 1.0 else "objects kept at their size"

@@ -1,12 +1,15 @@
 """The model zoo: one plain dict, name -> :class:`ModelSpec`. No registry, no decorators.
 
-``build_model(name, num_classes, **overrides)`` builds a variant; the model's ``config``
-(``{"name", "num_classes", **overrides}``, JSON-serialisable) rebuilds the same architecture:
-``build_model(**model.config)``. No pretrained weights are bundled or downloaded: every
-variant except ``maskrcnn_r50_fpn_torchvision`` is designed to train from scratch
-(GroupNorm everywhere); its :class:`Recipe` is the recommended from-scratch training recipe,
-``training_recipe(name, device)`` the one for a device. The data-adaptive architecture
-settings (input scale, anchors, grids, crops) come from :mod:`instseg.models.autoconfig`.
+``build_model(name, num_classes, pretrained, **overrides)`` builds a variant; the model's
+``config`` (``{"name", "num_classes", **overrides}``, JSON-serialisable) rebuilds the same
+architecture: ``build_model(**model.config)``. Models with an ImageNet backbone
+(``ModelSpec.imagenet``: MobileNetV2, and torchvision's ResNet-50 layout) start from
+torchvision's weights (``pretrained="imagenet"``, :mod:`instseg.models.common.imagenet`; never
+bundled, never downloaded at run time where torchvision cannot); the others are designed to
+train from scratch (GroupNorm everywhere). A :class:`Recipe` is a model's recommended
+training recipe, ``training_recipe(name, device)`` the one for a device. The data-adaptive
+architecture settings (input scale, anchors, grids, crops) come from
+:mod:`instseg.models.autoconfig`.
 """
 
 from __future__ import annotations
@@ -77,17 +80,30 @@ SOLOV2_SCRATCH = dataclasses.replace(
 )
 # the papers' GPU schedules for the ResNet-50 variants (batch 16, SGD)
 MASK_RCNN_GPU = Recipe(optimizer="sgd", lr=0.02, batch_size=16, warmup_iters=1000)
-# fine-tuning an ImageNet backbone: a short warm-up, two images per step (not yet chosen by a
-# benchmark: the common AdamW fine-tuning recipe)
+# fine-tuning an ImageNet backbone: the common AdamW fine-tuning recipe (lr 1e-3, a 50-step
+# warm-up, two images per step; set a priori, not tuned: bench/README.md has its figures)
 FINE_TUNE = Recipe(lr=1e-3, batch_size=2, warmup_iters=50, cuda={"batch_size": 8})
+# SOLOv2 on an ImageNet backbone: the light MobileNetV3 SOLOv2's CPU recipe (one image per
+# step at lr 6e-4; its low lr keeps the Dice loss learning) with a shorter warm-up (set a
+# priori, bench/README.md has its figures)
+SOLOV2_FINE_TUNE = dataclasses.replace(
+    SOLOV2_SCRATCH, warmup_iters=200, cpu={"batch_size": 1, "lr": 6e-4}
+)
 SOLOV2_GPU = Recipe(optimizer="sgd", lr=0.01, batch_size=16, warmup_iters=500, grad_clip=35.0)
 
 MODELS: dict[str, ModelSpec] = {
+    "maskrcnn_mnv2_fpn": ModelSpec(
+        mask_rcnn_variants.maskrcnn_mnv2_fpn,
+        "maskrcnn",
+        "ImageNet MobileNetV2-FPN Mask R-CNN (frozen BatchNorm), GroupNorm heads: the CPU default",
+        recommended=True,
+        recipe=FINE_TUNE,
+        imagenet="mobilenet_v2",
+    ),
     "maskrcnn_r18_fpn": ModelSpec(
         mask_rcnn_variants.maskrcnn_r18_fpn,
         "maskrcnn",
-        "ResNet-18-FPN Mask R-CNN, GroupNorm, 128-ch FPN, 2fc box head: the CPU default",
-        recommended=True,
+        "ResNet-18-FPN Mask R-CNN, GroupNorm, 128-ch FPN, 2fc box head: from scratch",
         recipe=SCRATCH,
     ),
     "maskrcnn_mnv3_fpn": ModelSpec(
@@ -95,13 +111,6 @@ MODELS: dict[str, ModelSpec] = {
         "maskrcnn",
         "MobileNetV3-Large-FPN Mask R-CNN, GroupNorm, 96-ch FPN, 2fc box head: fewest FLOPs",
         recipe=SCRATCH,
-    ),
-    "maskrcnn_mnv2_fpn": ModelSpec(
-        mask_rcnn_variants.maskrcnn_mnv2_fpn,
-        "maskrcnn",
-        "ImageNet MobileNetV2-FPN Mask R-CNN (frozen BatchNorm), GroupNorm heads: fine-tuning",
-        recipe=FINE_TUNE,
-        imagenet="mobilenet_v2",
     ),
     "maskrcnn_r50_fpn": ModelSpec(
         mask_rcnn_variants.maskrcnn_r50_fpn,
@@ -114,12 +123,20 @@ MODELS: dict[str, ModelSpec] = {
         "maskrcnn",
         "torchvision's maskrcnn_resnet50_fpn layout (FrozenBN): load its checkpoints",
         recipe=Recipe(optimizer="sgd", lr=0.02, batch_size=16),  # fine-tuning
+        imagenet="resnet50",
+    ),
+    "solov2_mnv2": ModelSpec(
+        solov2_variants.solov2_mnv2,
+        "solov2",
+        "ImageNet MobileNetV2-FPN SOLOv2 (frozen BatchNorm), 64-ch FPN/heads, E=64: the CPU default",
+        recommended=True,
+        recipe=SOLOV2_FINE_TUNE,
+        imagenet="mobilenet_v2",
     ),
     "solov2_r18_fpn": ModelSpec(
         solov2_variants.solov2_r18_fpn,
         "solov2",
-        "ResNet-18-FPN SOLOv2, GroupNorm, 128-ch heads, E=128, 512 px: the CPU default",
-        recommended=True,
+        "ResNet-18-FPN SOLOv2, GroupNorm, 128-ch heads, E=128, 512 px: from scratch",
         recipe=SOLOV2_SCRATCH,
     ),
     "solov2_light_r18": ModelSpec(

@@ -269,7 +269,11 @@ def test_pretrained_model_starts_from_imagenet_and_the_flag_is_checked(
     args = ["train", "--data", str(coco), "--model", "maskrcnn_mnv2_fpn", "--out", str(out),
             "--steps", "1", "--workers", "0", "--batch-size", "1"]  # fmt: skip
     assert main(args) == 0
-    assert "backbone: ImageNet mobilenet_v2 weights" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "backbone: ImageNet mobilenet_v2 weights" in printed
+    # every data-adaptive choice and the recipe are printed with their reasons
+    assert "input: " in printed and "median object" in printed and "detections: up to" in printed
+    assert "batch 1, adamw" in printed and "cpu training recipe, --batch-size given" in printed
     want = torch.load(weights_file("mobilenet_v2"), map_location="cpu", weights_only=True)
     model, meta = load_model(out / "last.pt")
     assert "pretrained" not in meta["config"]
@@ -303,7 +307,22 @@ def test_init_from_the_shipped_model_with_another_class_set(
     printed = capsys.readouterr().out
     assert "init maskrcnn_mnv3_fpn from" in printed and "re-initialised 6" in printed
     shipped, tuned = load_checkpoint(shipped_path("nuclei")), load_checkpoint(out / "last.pt")
-    assert tuned["config"]["num_classes"] == 2 and tuned["config"]["input_scale"] == 1.7
+    # the input is refitted to this data by the rule that gave the shipped model x1.7 on
+    # nuclei; the architecture is the shipped one
+    from instseg.data.formats import load_dataset
+    from instseg.models.autoconfig import INPUT_KEYS, suggest_for_model
+
+    fit = suggest_for_model("maskrcnn_mnv3_fpn", load_dataset(coco), cpu=True)
+    assert tuned["config"]["num_classes"] == 2 and shipped["config"]["input_scale"] == 1.7
+    assert tuned["config"]["input_scale"] == fit["input_scale"] != 1.7
+    assert f"input refitted to this data: input_scale 1.7 -> {fit['input_scale']}" in printed
+    def architecture(config: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in config.items() if k not in INPUT_KEYS and k != "num_classes"}
+
+    assert architecture(tuned["config"]) == architecture(shipped["config"])
+    pinned = [*args, "--model-arg", "input_scale=1.7", "--out", str(tmp_path / "pinned")]
+    assert main(pinned) == 0  # --model-arg wins
+    assert load_checkpoint(tmp_path / "pinned" / "last.pt")["config"]["input_scale"] == 1.7
     key = "backbone.body.0.0.weight"  # lr 0: the kept weights are the shipped ones
     torch.testing.assert_close(tuned["model"][key], shipped["model"][key].float())
     head = "roi_heads.box_predictor.cls_score.weight"

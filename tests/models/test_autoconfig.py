@@ -220,3 +220,41 @@ def test_one_anchor_shape_only_for_roundish_objects() -> None:
     assert "aspect_ratios" not in suggest_config(stats(1.8))  # GPU: torchvision's three
     assert "aspect_ratios" not in suggest_config(stats(2.2), cpu=True)  # elongated: three
     assert len(suggest_config(stats(3.0), cpu=True)["aspect_ratios"]) == 3  # data-adaptive
+
+
+def large_photos(seed: int = 0) -> DatasetSizeStats:
+    """2048x1536 photos of 1-4 objects a few hundred px wide, a few small ones."""
+    rng = np.random.default_rng(seed)
+    sizes = [(1536, 2048)] * 30
+    objects = []
+    for _ in sizes:
+        d = rng.lognormal(np.log(300), 0.8, int(rng.integers(1, 5)))
+        objects.append([(0.8 * x * x, x, x) for x in d])
+    return DatasetSizeStats.from_arrays(sizes, objects)
+
+
+def test_cpu_downsamples_large_photos_of_large_objects() -> None:
+    from instseg.models.autoconfig import explain
+
+    stats = large_photos()
+    gpu, cpu = suggest_config(stats), suggest_config(stats, cpu=True)
+    assert cpu["input_scale"] < gpu["input_scale"]  # training and inference, a step ~ its area
+    assert stats.image_long_p50 * cpu["input_scale"] <= 640 < stats.image_long_p50 * gpu["input_scale"]
+    assert stats.mask_size_p50 * cpu["input_scale"] >= 64 and stats.mask_size_p5 * cpu["input_scale"] >= 16
+    lines = explain(stats, cpu)
+    assert "640 px long side for CPU training" in lines[0]
+    assert f"x{cpu['input_scale']:g}" in lines[0] and any(ln.startswith("pyramid: P") for ln in lines)
+    # small objects keep their size: the floor wins over the long-side target
+    tiny = DatasetSizeStats.from_arrays([(1536, 2048)] * 4, [[(400.0, 20.0, 20.0)] * 5] * 4)
+    assert suggest_config(tiny, cpu=True)["input_scale"] >= 0.8
+    assert explain(DatasetSizeStats.from_arrays([(8, 8)], [[]]), {})[0].startswith("settings:")
+
+
+def test_images_of_one_size_get_a_fixed_scale() -> None:
+    """Equal spreads (every image the same size) must not fall to short-side mode by a
+    rounding difference: a fixed scale trains on crops."""
+    rng = np.random.default_rng(0)
+    objects = [[(0.8 * d * d, d, d) for d in rng.lognormal(np.log(44), 0.15, 38)] for _ in range(40)]
+    stats = DatasetSizeStats.from_arrays([(690, 628)] * 40, objects)
+    assert abs(stats.abs_size_spread - stats.rel_size_spread) < 1e-9
+    assert "input_scale" in suggest_config(stats, cpu=True)

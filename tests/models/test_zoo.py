@@ -27,7 +27,7 @@ def test_list_models_grouped_recommended_first() -> None:
         recommended = [n for n in members if MODELS[n].recommended]
         assert len(recommended) == 1, (fam, recommended)
         assert members[0] == recommended[0]
-    assert names[0] == "maskrcnn_r18_fpn"
+    assert names[0] == "maskrcnn_mnv2_fpn"
     for n in ("maskrcnn_r50_fpn", "maskrcnn_mnv3_fpn", "maskrcnn_r50_fpn_torchvision"):
         assert n in names
 
@@ -36,7 +36,7 @@ def test_list_models_order_does_not_depend_on_dict_order(monkeypatch: pytest.Mon
     shuffled = dict(reversed(list(MODELS.items())))
     monkeypatch.setattr(zoo, "MODELS", shuffled)
     names = zoo.list_models()
-    assert names[0] == "maskrcnn_r18_fpn"
+    assert names[0] == "maskrcnn_mnv2_fpn"
     fams = [MODELS[n].family for n in names]
     assert fams == sorted(fams, key=lambda f: f != "maskrcnn")  # maskrcnn block first
 
@@ -89,10 +89,12 @@ def test_training_recipe_merges_the_device_entry() -> None:
 
 
 def test_pretrained_weights_only_where_the_model_has_them() -> None:
-    with pytest.raises(ValueError, match="trains from scratch.*maskrcnn_mnv2_fpn"):
+    with pytest.raises(ValueError, match="trains from scratch.*maskrcnn_mnv2_fpn, .*solov2_mnv2"):
         build_model("maskrcnn_r18_fpn", 2, pretrained="imagenet")
-    model = build_model("maskrcnn_mnv2_fpn", 2, "none", min_size=64, max_size=96)
-    assert model.config == {"name": "maskrcnn_mnv2_fpn", "num_classes": 2, "min_size": 64,
-                            "max_size": 96}  # fmt: skip
-    assert MODELS["maskrcnn_mnv2_fpn"].imagenet == "mobilenet_v2"
-    assert all(spec.imagenet is None for n, spec in MODELS.items() if n != "maskrcnn_mnv2_fpn")
+    pretrained = {"maskrcnn_mnv2_fpn": "mobilenet_v2", "solov2_mnv2": "mobilenet_v2",
+                  "maskrcnn_r50_fpn_torchvision": "resnet50"}  # fmt: skip
+    for name, arch in pretrained.items():
+        model = build_model(name, 2, "none", min_size=64, max_size=96)
+        assert model.config == {"name": name, "num_classes": 2, "min_size": 64, "max_size": 96}
+        assert MODELS[name].imagenet == arch
+    assert all(spec.imagenet is None for n, spec in MODELS.items() if n not in pretrained)

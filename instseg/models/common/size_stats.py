@@ -17,11 +17,14 @@ import numpy as np
 if TYPE_CHECKING:
     from instseg.data.dataset import InstanceDataset
 
-__all__ = ["DatasetSizeStats", "nice", "upsampling"]
+__all__ = ["DatasetSizeStats", "cpu_input_cap", "nice", "upsampling"]
 
 #: box IoU above which two objects of one image count as overlapping
 OVERLAP_IOU = 0.3
 MEDIAN_KEEP, SMALL_KEEP = 96.0, 32.0  # downsample only while objects stay this large
+#: CPU training: the typical image (median long side) is downsampled to this long side, while
+#: the median / 5th-percentile object stays this large (large photos of large objects)
+CPU_LONG_SIDE, CPU_MEDIAN_KEEP, CPU_SMALL_KEEP = 640.0, 64.0, 16.0
 
 
 @dataclass
@@ -157,3 +160,14 @@ def upsampling(stats: DatasetSizeStats, median_min: float, small_min: float) -> 
     if scale < 1.0:
         scale = min(1.0, max(scale, MEDIAN_KEEP / p50, SMALL_KEEP / p5))
     return nice(min(scale, 4.0))
+
+
+def cpu_input_cap(stats: DatasetSizeStats) -> float:
+    """The largest input scale for CPU training: the typical image's long side down to
+    ``CPU_LONG_SIDE``, but objects no smaller than ``CPU_MEDIAN_KEEP`` (median) /
+    ``CPU_SMALL_KEEP`` (5th percentile) px. Large photos of large objects train (and infer) at
+    this scale: a step costs about the input's area."""
+    p5, p50 = max(stats.mask_size_p5, 1.0), max(stats.mask_size_p50, 1.0)
+    floor = max(CPU_MEDIAN_KEEP / p50, CPU_SMALL_KEEP / p5)
+    cap = max(CPU_LONG_SIDE / max(stats.image_long_p50, 1.0), floor)
+    return round(max(0.05, math.floor(cap / 0.05) * 0.05), 4)  # a multiple of 0.05, rounded down

@@ -12,7 +12,10 @@ input size):
   every image gets the same scale (``input_scale``; long side capped at
   ``MAX_FIXED_SCALE_INPUT``); otherwise torchvision's short-side resize (``min_size``, long
   side capped by ``max_input_size``).
-* CPU training (``cpu=True``): training alone runs at a smaller scale
+* CPU training (``cpu=True``): large photos are downsampled until the typical one's long
+  side is 640 px, while objects stay >= 64 px (median) / 16 px (5th percentile)
+  (:func:`~instseg.models.common.size_stats.cpu_input_cap`; training and inference); training
+  alone runs at a smaller scale
   (``train_input_scale``: median object >= 16 px, 5th percentile >= 8 px) while inference
   keeps the full scale; 1000 RPN proposals per training image; one anchor shape for
   roundish objects.
@@ -28,7 +31,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from instseg.models.common.size_stats import OVERLAP_IOU, DatasetSizeStats, nice, upsampling
+from instseg.models.common.size_stats import (
+    OVERLAP_IOU,
+    DatasetSizeStats,
+    cpu_input_cap,
+    nice,
+    upsampling,
+)
 
 __all__ = ["suggest_config"]
 
@@ -69,8 +78,12 @@ def suggest_config(
     # on a CPU only training runs at the smaller scale (steps are dear); inference keeps the
     # full one (bench/README.md)
     train_scale = upsampling(stats, CPU_MEDIAN_MIN, CPU_SMALL_MIN) if cpu else scale
+    if cpu:  # large photos of large objects: a step costs the input's area
+        cap = cpu_input_cap(stats)
+        scale, train_scale = min(scale, cap), min(train_scale, cap)
     cfg: dict[str, Any] = {}
-    if stats.abs_size_spread <= stats.rel_size_spread:
+    # images of one size give equal spreads up to rounding: fixed scale (crops, cheap steps)
+    if stats.abs_size_spread <= stats.rel_size_spread + 1e-9:
         cfg["input_scale"] = scale
         if train_scale < scale:
             cfg["train_input_scale"] = train_scale

@@ -16,11 +16,15 @@ from instseg.models.common.backbones import resnet_fpn
 from instseg.models.mask_rcnn.model import MaskRCNN, _json_config
 
 
-def maskrcnn_r50_fpn_torchvision(num_classes: int = 90, **overrides: Any) -> MaskRCNN:
+def maskrcnn_r50_fpn_torchvision(
+    num_classes: int = 90, pretrained: str = "none", **overrides: Any
+) -> MaskRCNN:
     """Exactly torchvision's ``maskrcnn_resnet50_fpn`` (FrozenBN ResNet-50, FPN without norm,
     TwoMLPHead, 4 x 256 mask head, 800/1333 input): its state dicts load with ``strict=True``.
-    ``num_classes`` counts foreground classes (torchvision's ``num_classes`` minus 1)."""
-    body = resnet_fpn("resnet50", "frozen_bn", 2, 256, trainable_layers=3)
+    ``num_classes`` counts foreground classes (torchvision's ``num_classes`` minus 1);
+    ``pretrained`` (``"imagenet"``, ``"none"`` or a torchvision ResNet-50 weights file)
+    initialises the backbone, as ``weights_backbone=`` does (not part of ``config``)."""
+    body = resnet_fpn("resnet50", "frozen_bn", 2, 256, trainable_layers=3, pretrained=pretrained)
     model = MaskRCNN(body, num_classes, **overrides)
     model.config = _json_config("maskrcnn_r50_fpn_torchvision", num_classes, overrides)
     return model

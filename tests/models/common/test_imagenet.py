@@ -87,3 +87,56 @@ def test_mobilenet_v2_pyramid() -> None:
     assert [tuple(v.shape) for v in out.values()] == [
         (1, 32, 128 // s, 192 // s) for s in net.strides
     ]
+
+
+def test_trainable_layers_freeze_the_bottom_stages_as_torchvision_counts() -> None:
+    def first_trainable(n: int) -> int:
+        body = mobilenet_v2_fpn("none", trainable_layers=n).body
+        blocks = [int(name.split(".")[0]) for name, p in body.named_parameters() if p.requires_grad]
+        return min(blocks, default=-1)
+
+    # stages start at the stem and at each stride-2 block: 0, 2, 4, 7, 14 (and the expansion)
+    assert [first_trainable(n) for n in (6, 5, 4, 3, 2)] == [0, 2, 4, 7, 14]
+    assert first_trainable(0) == first_trainable(1) == -1  # the whole body frozen
+    with pytest.raises(ValueError, match=r"trainable_layers must be in \[0, 6\]"):
+        mobilenet_v2_fpn("none", trainable_layers=7)
+
+
+def test_solov2_mnv2_loads_the_imagenet_body(offline: None) -> None:
+    from instseg.models.zoo import build_model
+
+    want = torch.load(weights_file("mobilenet_v2"), map_location="cpu", weights_only=True)
+    model = build_model("solov2_mnv2", 3, "imagenet", min_size=64, max_size=96)
+    got = model.backbone.body.state_dict()
+    torch.testing.assert_close(got["7.conv.0.0.weight"], want["features.7.conv.0.0.weight"])
+    assert model.config == {"name": "solov2_mnv2", "num_classes": 3, "min_size": 64, "max_size": 96}
+
+
+def test_a_torchvision_resnet50_file_initialises_the_torchvision_layout(
+    offline: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ResNet-50 ImageNet file a user has (here: a torchvision ResNet-50 saved here) loads
+    into maskrcnn_r50_fpn_torchvision's backbone by path, or from torchvision's cache when its
+    name's hash prefix matches; with neither, one line says where to put it."""
+    from torchvision.models import resnet50
+
+    from instseg.models.zoo import build_model
+
+    torch.manual_seed(0)
+    source = resnet50()
+    file = tmp_path / "r50.pth"
+    torch.save(source.state_dict(), file)
+    model = build_model("maskrcnn_r50_fpn_torchvision", 2, str(file), min_size=64, max_size=96)
+    body = model.backbone.body.state_dict()
+    torch.testing.assert_close(body["layer3.2.conv2.weight"], source.layer3[2].conv2.weight)
+    torch.testing.assert_close(body["bn1.running_mean"], source.bn1.running_mean)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(MissingWeights) as err:
+        build_model("maskrcnn_r50_fpn_torchvision", 2, "imagenet")
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and "resnet50-" in msg and "--pretrained FILE" in msg
+    cached = weights_file("resnet50")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(file.read_bytes())  # not torchvision's file: its hash prefix differs
+    with pytest.raises(MissingWeights, match="sha256 is not"):
+        build_model("maskrcnn_r50_fpn_torchvision", 2, "imagenet")

@@ -425,4 +425,4 @@ def test_config_rebuilds_same_architecture() -> None:
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     names = zoo.list_models()
     solo = [n for n in names if zoo.MODELS[n].family == "solov2"]
-    assert solo[0] == "solov2_r18_fpn" and zoo.MODELS[solo[0]].recommended
+    assert solo[0] == "solov2_mnv2" and zoo.MODELS[solo[0]].recommended

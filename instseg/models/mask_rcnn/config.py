@@ -19,8 +19,7 @@ input size):
   (``train_input_scale``: median object >= 16 px, 5th percentile >= 8 px) while inference
   keeps the full scale; 1000 RPN proposals per training image; one anchor shape for
   roundish objects.
-* anchors: one size per pyramid level, doubling from the 5th-percentile box size (growing
-  faster, up to the 95th-percentile box, when objects range from tiny to large); P2
+* anchors: one size per pyramid level, doubling from the 5th-percentile box size; P2
   (stride 4) is dropped when even small objects are >= 48 px (a large saving on CPU).
 * aspect ratios from the boxes' h/w spread; detections / proposal budgets from the
   number of instances per image (crowded nuclei images need 300+ detections); a stricter
@@ -55,9 +54,6 @@ ROUND_ASPECT = (0.5, 2.0)
 #: crowded images (median > 20 instances) whose objects rarely overlap (<= 2% of them have
 #: a neighbour with box IoU > 0.3) get box NMS at 0.3 instead of 0.5: fewer duplicates
 OVERLAP_MAX_FRACTION, CROWDED_INSTANCES = 0.02, 20
-#: the largest objects (95th-percentile box) above this multiple of the doubling anchors'
-#: largest: the anchor sizes grow by more than 2x a level, up to that box
-WIDE_RANGE = 2.0
 MAX_FIXED_SCALE_INPUT = 2560  # long-side cap of fixed-scale models (input_scale)
 
 
@@ -110,10 +106,6 @@ def suggest_config(
         base = 64
     cfg["min_level"] = min_level
     cfg["anchor_sizes"] = [[base * 2**i] for i in range(levels)]
-    large_box = stats.box_size_p95 * train_scale
-    if large_box > WIDE_RANGE * base * 2 ** (levels - 1):  # tiny to large objects (COCO)
-        step = (large_box / base) ** (1 / (levels - 1))  # the levels spread to cover them
-        cfg["anchor_sizes"] = [[int(round(base * step**i))] for i in range(levels)]
     if stats.aspect_p10 < 0.4 or stats.aspect_p90 > 2.5:
         lo, mid, hi = stats.aspect_p10, stats.aspect_p50, stats.aspect_p90
         cfg["aspect_ratios"] = [nice(lo, 0.25), nice(mid, 0.25), nice(hi, 0.25)]

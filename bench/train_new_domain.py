@@ -49,8 +49,8 @@ CTC_SEQUENCE = "ctc_tracking/Fluo-N2DH-SIM+"
 CTC_TRAIN, CTC_REPORT = range(0, 40), range(45, 65)
 
 
-def one_class(ds: InstanceDataset, label: int) -> InstanceDataset:
-    """``ds`` with only the annotations of class ``label`` (every image kept)."""
+def one_class(ds: InstanceDataset, label: int, name: str) -> InstanceDataset:
+    """``ds`` with only the annotations of class ``label``, renamed ``name`` (every image kept)."""
     import dataclasses
 
     cat = ds.categories[label]
@@ -58,7 +58,7 @@ def one_class(ds: InstanceDataset, label: int) -> InstanceDataset:
         dataclasses.replace(r, annotations=[a for a in r.annotations if a.category_id == cat.id])
         for r in ds.images
     ]
-    return InstanceDataset(images, [dataclasses.replace(cat, name="person")], ds.source)
+    return InstanceDataset(images, [dataclasses.replace(cat, name=name)], ds.source)
 
 
 def coco128_person(root: Path) -> tuple[InstanceDataset, InstanceDataset, str]:
@@ -69,7 +69,7 @@ def coco128_person(root: Path) -> tuple[InstanceDataset, InstanceDataset, str]:
 
     with warnings.catch_warnings():  # two label files of images the copy does not hold
         warnings.simplefilter("ignore")
-        ds = one_class(load_dataset(root / "coco128-seg"), 0)
+        ds = one_class(load_dataset(root / "coco128-seg"), 0, "person")
     n = len(ds)
     how = f"coco128-seg person only: first {PERSON_TRAIN} images train, the other {n - PERSON_TRAIN} report"
     return ds.subset(list(range(PERSON_TRAIN))), ds.subset(list(range(PERSON_TRAIN, n))), how

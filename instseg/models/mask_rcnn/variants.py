@@ -48,7 +48,7 @@ GN_VARIANTS: dict[str, dict[str, Any]] = {
                           "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,
                           "box_batch_size_per_image": 256, "mask_scoring": True},
     # ImageNet MobileNetV2 (frozen BatchNorm), plain FPN, the CPU variants' GN heads; the stem
-    # and stride-4/8 stages frozen as torchvision does (trainable_backbone_layers=3): 20%
+    # and stride-4/8 stages frozen as torchvision does (trainable_backbone_layers=3): 17-20%
     # cheaper CPU steps (bench/README.md)
     "maskrcnn_mnv2_fpn": {"backbone": "mobilenet_v2", "trainable_layers": 3, "fpn_channels": 128, "box_convs": 0,
                           "box_fc": 512, "mask_convs": 2, "min_size": 512, "max_size": 853,

@@ -15,7 +15,7 @@
   nuclei --time-budget MIN --augment microscopy`` on the training frames ("after"; the
   input size refitted to these cells, as ``--init`` does; ``--ours-args`` adds flags)::
 
-      python bench/train_new_domain.py ctc-finetune --out runs/ctc [--minutes 5]
+      python bench/train_new_domain.py ctc-finetune --out runs/ctc --minutes 5
 
 Prints the same table as the other accuracy benchmarks and writes ``--out``/results.json.
 """

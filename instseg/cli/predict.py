@@ -9,12 +9,14 @@ RLE; bbox xywh; score), so ``instseg eval GT.json P/results.json`` just works.
 ``SOURCE`` (image files, folders, globs, videos) writes ``results.json`` + ``images.json``
 (id -> file), 16-bit label images, overlays and ``instances.csv``; bad inputs are listed at
 the end and make the exit code 1. ``--model`` is a checkpoint file, a training folder
-(best.pt, else last.pt) or a shipped model name (``nuclei``, offline).
+(best.pt, else last.pt), a shipped model name (``nuclei``, offline) or a ``.onnx`` file from
+``instseg export`` (run with ``--backend onnxruntime|openvino`` on ``--threads`` cores).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from instseg.cli.common import add_format_arguments, add_inference_arguments
 
@@ -30,8 +32,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="MODEL",
-        help="checkpoint file, training folder or shipped model name (nuclei)",
+        help="checkpoint file, training folder, shipped model name (nuclei) or a .onnx file "
+        "from instseg export",
     )
+    p.add_argument(
+        "--backend", default="onnxruntime", choices=("onnxruntime", "openvino"),
+        help="engine for a .onnx --model (default onnxruntime; openvino: pip install "
+        "'instseg[openvino]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads (default: all cores; PyTorch models: torch's default)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (results.json)")
     add_format_arguments(p)
     p.add_argument(
@@ -65,7 +77,13 @@ def load_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from instseg.inference.loading import load_model
 
     device = resolve_device(args.device)
-    model, meta = load_model(args.model, device=device)
+    if str(args.model).lower().endswith(".onnx"):
+        from instseg.inference.onnx_model import OnnxModel
+
+        model: Any = OnnxModel(args.model, args.backend, args.threads)
+        meta, device = model.meta, resolve_device("cpu")
+    else:
+        model, meta = load_model(args.model, device=device)
     if args.score_threshold is not None:
         model.score_threshold = args.score_threshold
     if args.max_detections is not None:
@@ -118,6 +136,8 @@ def predict_sources(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         max_detections=args.max_detections,
         batch_size=args.batch_size,
+        backend=args.backend,
+        threads=args.threads,
     )
     predictor.runner, found = inference_from_args(predictor.model, args)
     if found is not None and args.score_threshold is None:
@@ -147,4 +167,11 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.data) == bool(args.source):
         print("instseg predict: error: give either SOURCE ... or --data DATA", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        print("instseg predict: error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    if args.threads and not str(args.model).lower().endswith(".onnx"):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return predict_data(args) if args.data else predict_sources(args)

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from instseg.data.io import read_image, to_rgb_uint8
 from instseg.device import resolve_device
+from instseg.inference.onnx_model import OnnxModel
 from instseg.inference.tta import with_tta
 from instseg.structures import Instances
 
@@ -70,14 +71,17 @@ class Predictor:
     """Run a contract-following model (``model.predict(list[Tensor]) -> list[Instances]``).
 
     ``model_or_path``: an ``nn.Module``, a checkpoint file / training folder (loaded with
-    :func:`instseg.inference.loading.load_model`) or a shipped model name (``"nuclei"``). ``score_threshold``, ``max_detections`` and
+    :func:`instseg.inference.loading.load_model`), an exported ``.onnx`` file or a shipped
+    model name (``"nuclei"``). ``score_threshold``, ``max_detections`` and
     ``mask_threshold``, when given, are set on the model (it is changed in place) and the
     returned instances are filtered by them as well. ``batch_size`` images go through one
     forward pass. ``class_names`` / ``cat_ids`` (a label's dataset category id) default to the
     checkpoint's, else ``"0".."K-1"`` and ``1..K``. ``tta`` (flips ``"h" "v" "hv"``),
     ``tta_scales`` (factors of a fixed-scale model's input scale), ``tta_agreement`` and
     ``box_refine`` wrap the model for test-time augmentation (:func:`.tta.with_tta`):
-    ``self.model`` stays the model, ``self.runner`` is what predicts.
+    ``self.model`` stays the model, ``self.runner`` is what predicts. A ``.onnx`` file written
+    by ``instseg export`` runs with ``backend`` (``"onnxruntime"`` or ``"openvino"``) on
+    ``threads`` CPU threads (default all cores): :class:`.onnx_model.OnnxModel`.
     """
 
     def __init__(
@@ -95,6 +99,8 @@ class Predictor:
         tta_scales: Sequence[float] = (),
         tta_agreement: float = 0.0,
         box_refine: int = 0,
+        backend: str = "onnxruntime",
+        threads: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -102,6 +108,14 @@ class Predictor:
         self.meta: dict[str, Any] = {}
         if isinstance(model_or_path, torch.nn.Module):
             model: Any = model_or_path.to(self.device)
+        elif str(model_or_path).lower().endswith(".onnx"):
+            model = OnnxModel(model_or_path, backend, threads)
+            self.meta = {**model.meta, "path": str(model.path)}
+            if tta != "none" or tta_scales or box_refine:
+                raise ValueError(
+                    f"{model_or_path}: test-time augmentation needs the PyTorch checkpoint; "
+                    "an exported file runs as exported"
+                )
         else:
             model, self.meta = self._load(model_or_path)
         if not callable(getattr(model, "predict", None)):

@@ -10,7 +10,8 @@ state dicts load with ``strict=True``), plus:
 * ``predict(images) -> list[Instances]`` in original image coordinates, masks thresholded.
 * a fixed-scale input mode (``input_scale``) besides torchvision's short-side resize.
 * a public tensor API that test-time augmentation, calibration and export wrap:
-  ``forward_raw(images) -> MaskRCNNRaw`` (detections with soft 28 x 28 masks) and
+  ``forward_raw(images) -> MaskRCNNRaw`` (detections with soft 28 x 28 masks; its network part
+  ``network(ImageList)``, what export wraps) and
   ``postprocess(raw, MaskPostConfig) -> list[Instances]``; ``predict`` is the two in a row.
 
 Images are float (3, H, W) RGB in [0, 1]; boxes xyxy absolute pixels; labels 0..K-1 (the
@@ -32,6 +33,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
@@ -344,11 +346,19 @@ class MaskRCNN(GeneralizedRCNN):
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         with self.inference_modes():
             image_list, _ = self.transform.at_scale(input_scale)(images)
-            features = self.backbone(image_list.tensors)
-            proposals, _ = self.rpn(image_list, features)
-            detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+            detections = self.network(image_list)
         input_sizes = [(int(h), int(w)) for h, w in image_list.image_sizes]
         return MaskRCNNRaw(detections, input_sizes, sizes)
+
+    def network(self, image_list: ImageList) -> list[dict[str, Tensor]]:
+        """A resized, normalised, padded batch (``image_list.tensors (B, 3, Hp, Wp)``, its
+        ``image_sizes`` before padding) -> torchvision's detections per image (``boxes`` xyxy
+        in network-input pixels, ``scores``, ``labels`` 1..K, soft ``masks (N, 1, 28, 28)``).
+        Call with the model in eval mode (:meth:`inference_modes`)."""
+        features = self.backbone(image_list.tensors)
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        return detections  # type: ignore[no-any-return]
 
     def post_config(self) -> MaskPostConfig:
         """The mask post-processing settings from this model's attributes."""

@@ -4,6 +4,8 @@ trace and export. Masks are ``(N, H, W)`` bool."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -64,6 +66,7 @@ def matrix_nms(
     scores: Tensor,
     kernel: str = "gaussian",
     sigma: float = 2.0,
+    iou_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Matrix NMS (SOLOv2, Wang et al. 2020): decayed scores ``(N,)`` in the input order.
 
@@ -71,12 +74,16 @@ def matrix_nms(
     ``decay_j = min(1, min_i f(iou_ij) / f(max_{k: s_k > s_i} iou_ki))`` where
     ``f(x) = exp(-sigma x^2)`` (gaussian) or ``1 - x`` (linear); equal scores rank in any
     order. ``masks (N, H, W)`` bool or soft, ``labels (N,)`` int, ``scores (N,)``.
+    ``iou_fn(masks in score order) -> (N, N)`` IoU, at least on and above the diagonal
+    (default :func:`mask_iou_matrix`; export passes an integer-matmul one).
     """
     n = scores.shape[0]
     if n == 0:
         return scores.clone()
     order = scores.argsort(descending=True)  # not stable=True: ONNX has no stable sort
-    iou = mask_iou_matrix(masks[order], upper=True)  # only i ranked above j is used
+    ranked = masks[order]
+    # only i ranked above j is used
+    iou = mask_iou_matrix(ranked, upper=True) if iou_fn is None else iou_fn(ranked)
     same = labels[order][:, None] == labels[order][None, :]
     higher = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(diagonal=1)
     # iou[i, j] for i ranked above j and of the same class; 0 elsewhere

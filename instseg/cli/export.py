@@ -1,14 +1,12 @@
 """Export a trained model to ONNX, pre- and post-processing inside the graph.
 
-    instseg export MODEL -o model.onnx [--opset 17] [--quantize int8 --calibrate IMAGES]
+    instseg export MODEL -o model.onnx [--opset 17] [--score-threshold T]
 
 MODEL is a checkpoint file, a training folder or a shipped model name (``nuclei``). The file
 takes one uint8 RGB image (H, W, 3) of any size (SOLOv2 models with fixed-size cells: the size
 of ``--size``) and returns masks (N, H, W), boxes (N, 4) xyxy, labels (N,) and scores (N,);
 class names, thresholds, input scale and the instseg version are in its metadata, so
-``instseg predict SOURCE --model model.onnx --out DIR`` needs nothing else. ``--quantize int8``
-also writes ``model.int8.onnx`` (ONNX Runtime static quantization of the convolutions,
-calibrated on ``--calibrate``'s images) and prints its speed and agreement with the float file.
+``instseg predict SOURCE --model model.onnx --out DIR`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -40,14 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--mask-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--max-detections", type=int, default=None, help="default: the model's")
-    p.add_argument(
-        "--quantize", choices=("int8",), default=None,
-        help="also write FILE.int8.onnx (static INT8 quantization; needs --calibrate)",
-    )  # fmt: skip
-    p.add_argument(
-        "--calibrate", default=None, metavar="IMAGES",
-        help="images (files, folders, globs) whose activations set the INT8 ranges",
-    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,17 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).lower().endswith(".onnx"):
         print("instseg export: error: --out must end in .onnx", file=sys.stderr)
         return 2
-    if args.quantize and not args.calibrate:
-        print("instseg export: error: --quantize int8 needs --calibrate IMAGES", file=sys.stderr)
-        return 2
     report = export_onnx(
         args.model, args.out, opset=args.opset, size=args.size,
         score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
         max_detections=args.max_detections,
     )  # fmt: skip
     print(report.summary())
-    if args.quantize:
-        from instseg.export.quantize import quantize_int8
-
-        print(quantize_int8(args.out, args.calibrate).summary())
     return 0

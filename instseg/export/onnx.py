@@ -30,7 +30,7 @@ from instseg.export.solov2 import SOLOv2Export
 from instseg.inference.loading import load_model, resolve_model_path
 from instseg.inference.onnx_model import METADATA_PREFIX, OUTPUTS, OnnxModel
 
-__all__ = ["MAX_OPSET", "MIN_OPSET", "ExportReport", "export_model", "export_onnx", "fixed_size", "write_metadata"]
+__all__ = ["MAX_OPSET", "MIN_OPSET", "ExportReport", "export_model", "export_onnx", "fixed_size"]
 
 #: opsets the exported graphs are checked with (ONNX Runtime and OpenVINO run them)
 MIN_OPSET, MAX_OPSET = 16, 20
@@ -114,7 +114,7 @@ def export_model(
         )  # fmt: skip
         want = wrapper(image)
     metadata = _metadata(model, meta or {}, opset, size if fixed else None)
-    write_metadata(path, metadata)
+    _write_metadata(path, metadata)
     got = OnnxModel(path, threads=1).predict_array(image.numpy())
     n = min(len(got), int(want[3].shape[0]))
     diff = float((got.scores[:n] - want[3][:n]).abs().max()) if n else 0.0  # type: ignore[index]
@@ -141,12 +141,11 @@ def _metadata(
         "input_scale": getattr(model, "input_scale", None),
         "input_size": None if size is None else [int(size[0]), int(size[1])],
         "opset": int(opset),
-        "precision": "fp32",
         "source": str(meta.get("path", "")),
     }
 
 
-def write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Store ``metadata`` (JSON values) under :data:`METADATA_PREFIX` keys in the file."""
     import onnx
 

@@ -12,7 +12,7 @@ from instseg.export.graph import (
     image_size,
     overlap_counts,
     pad_to_multiple,
-    resize_nhwc,
+    resize_by,
     to_float_chw,
 )
 from instseg.masks import masks_to_boxes
@@ -70,14 +70,14 @@ class SOLOv2Export(nn.Module):
         keep = torch.nonzero(decayed >= cfg.update_threshold).reshape(-1)
         sc, order = decayed[keep].sort(descending=True)
         order, sc = keep[order[: cfg.max_detections]], sc[: cfg.max_detections]
-        # kept masks channels-last (1, fh, fw, N), cropped to the resized image's cells
-        soft = torch.sigmoid(flat.t() @ kernels[order].t()).reshape(1, fh, fw, -1)
+        # the kept masks as the channels of one image (1, N, fh, fw), cropped to the image's cells
+        soft = torch.sigmoid(kernels[order] @ flat).reshape(1, -1, fh, fw)
         st = MASK_STRIDE
-        soft = soft[:, : (oh + st - 1) // st, : (ow + st - 1) // st]
+        soft = soft[:, :, : (oh + st - 1) // st, : (ow + st - 1) // st]
         # the eager scale st * H / resized, a hair larger so floor(cells * scale) >= H
-        up = resize_nhwc(soft, st * h / oh * (1 + 1e-6), st * w / ow * (1 + 1e-6))
-        binary_up = (up > cfg.mask_threshold)[:, :h, :w]  # type: ignore[misc]  # bool before slicing
-        masks = binary_up.permute(0, 3, 1, 2).reshape(-1, binary_up.shape[1], binary_up.shape[2])
+        up = resize_by(soft, st * h / oh * (1 + 1e-6), st * w / ow * (1 + 1e-6))
+        up = up.reshape(-1, up.shape[2], up.shape[3])  # (N, Hc, Wc): a reshape, no copy
+        masks = (up > cfg.mask_threshold)[:, :h, :w]  # type: ignore[misc]  # bool, then sliced
         return masks, masks_to_boxes(masks), labels[order], sc
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from instseg.export.graph import export_symbolics, overlap_counts, paste_boxes, resize_nhwc
+from instseg.export.graph import export_symbolics, overlap_counts, paste_boxes, resize_by
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -54,25 +54,25 @@ def test_paste_boxes_is_torchvisions_paste(tmp_path: Path) -> None:
 
 class Resize(nn.Module):
     def forward(self, x: Tensor, sh: Tensor, sw: Tensor) -> Tensor:
-        return resize_nhwc(x, sh, sw)
+        return resize_by(x, sh, sw)
 
 
-def test_resize_nhwc_samples_like_scale_factor(tmp_path: Path) -> None:
-    """Channels-last resize by data-dependent factors == ``F.interpolate(scale_factor=...,
+def test_resize_by_samples_like_scale_factor(tmp_path: Path) -> None:
+    """Resize by data-dependent factors == ``F.interpolate(scale_factor=...,
     recompute_scale_factor=False)``, also in ONNX Runtime with other factors than traced."""
-    x = torch.rand(1, 13, 17, 4)
+    x = torch.rand(1, 4, 13, 17)
     for sh, sw in ((4.0, 4.0), (3.1, 2.7)):
-        want = F.interpolate(x.permute(0, 3, 1, 2), scale_factor=(sh, sw), mode="bilinear",
-                             align_corners=False, recompute_scale_factor=False).permute(0, 2, 3, 1)  # fmt: skip
+        want = F.interpolate(x, scale_factor=(sh, sw), mode="bilinear",
+                             align_corners=False, recompute_scale_factor=False)  # fmt: skip
         got = Resize()(x, torch.tensor(sh), torch.tensor(sw))
         torch.testing.assert_close(got, want)
-    axes = {"x0": {1: "h", 2: "w", 3: "c"}}
+    axes = {"x0": {1: "c", 2: "h", 3: "w"}}
     run_onnx(Resize(), (x, torch.tensor(4.0), torch.tensor(4.0)), tmp_path / "r.onnx", axes)
     session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x0": x.numpy(), "x1": np.array(3.1, np.float32), "x2": np.array(2.7, np.float32)})[0]
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
-    empty = session.run(None, {"x0": np.zeros((1, 13, 17, 0), np.float32), "x1": np.array(2.0, np.float32), "x2": np.array(2.0, np.float32)})[0]
-    assert empty.shape == (1, 26, 34, 0)
+    empty = session.run(None, {"x0": np.zeros((1, 0, 13, 17), np.float32), "x1": np.array(2.0, np.float32), "x2": np.array(2.0, np.float32)})[0]
+    assert empty.shape == (1, 0, 26, 34)
 
 
 class Overlaps(nn.Module):

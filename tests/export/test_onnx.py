@@ -142,7 +142,8 @@ def test_predict_cli_with_a_file(nuclei_file: Path, tmp_path: Path) -> None:
     root = data_path("dsb2018_stage1_subset") / "stage1_train"
     images = sorted(glob.glob(str(root / "*" / "images" / "*.png")))[:2]
     out = tmp_path / "pred"
-    assert main(["predict", *images, "--model", str(nuclei_file), "--out", str(out), "--threads", "2"]) == 0
+    args = ["predict", *images, "--model", str(nuclei_file), "--out", str(out), "--threads", "2"]
+    assert main([*args, "--tile", "192", "--tile-overlap", "64"]) == 0  # tiles of a 256 px image
     assert (out / "results.json").is_file() and len(list(out.rglob("*.png"))) >= 2
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "models": "models",
     "export": "export",
+    "track": "track",
 }
 
 

@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, help="drop detections below this score")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--max-lost", type=int, default=3, help="frames a track may be unseen and continue (3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result in DIR")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = Predictor(args.model, device=args.device, score_threshold=args.score_threshold)
         frames = predicted_frames(args.source, predictor)
-    report = track_sequence(frames, args.out, tracker, progress=sys.stderr.isatty())
+    report = track_sequence(frames, args.out, tracker, progress=sys.stderr.isatty(), overwrite=args.overwrite)
     print(report.summary(), file=sys.stderr)
     return report.exit_code

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from instseg.data.ctc import label_instances
-from instseg.data.io import read_label_image
+from instseg.data.ctc import Track, label_instances
+from instseg.data.io import is_image_file, read_label_image
 from instseg.errors import DataError
 from instseg.inference.sources import iter_sources, list_inputs
 from instseg.masks import paint_label_image
 from instseg.structures import Instances
 from instseg.tracking.tracker import Tracker
 
-__all__ = ["TrackReport", "label_frames", "predicted_frames", "track_sequence"]
+__all__ = ["TrackReport", "ctc_segments", "label_frames", "predicted_frames", "track_sequence"]
 
 #: one frame to track: ``(name, instances)``, or ``(name, error)`` when it could not be read
 Frame = tuple[str, Instances | str]
@@ -72,9 +72,12 @@ def predicted_frames(source: Any, predictor: Callable[[np.ndarray], Instances]) 
 
 
 def label_frames(folder: str | Path) -> Iterator[Frame]:
-    """Label images of another segmenter (a folder, sorted by name; 0 = background, each other
-    value one object), as instances to track (their values are not used as track ids)."""
+    """Label images of another segmenter (the image files of a folder, sorted by name; other
+    files such as a CTC ``man_track.txt`` are not frames; 0 = background, each other value one
+    object), as instances to track (their values are not used as track ids)."""
     for path, _ in list_inputs(folder):
+        if not is_image_file(path):
+            continue
         try:
             inst = label_instances(read_label_image(path))
         except DataError as err:
@@ -85,12 +88,19 @@ def label_frames(folder: str | Path) -> Iterator[Frame]:
 
 
 def track_sequence(frames: Iterable[Frame], out: str | Path, tracker: Tracker | None = None,
-                   progress: bool = False, total: int | None = None) -> TrackReport:  # fmt: skip
+                   progress: bool = False, total: int | None = None,
+                   overwrite: bool = False) -> TrackReport:  # fmt: skip
     """Track ``frames`` (:func:`predicted_frames` or :func:`label_frames`) and write the CTC
-    result folder and ``tracks.csv`` under ``out``."""
+    result folder and ``tracks.csv`` under ``out``. An earlier result there (its masks would
+    mix with the new ones) is a DataError unless ``overwrite``, which deletes it first."""
     tracker = tracker if tracker is not None else Tracker()
     report = TrackReport(Path(out))
     ctc = report.out / "ctc"
+    old = sorted(ctc.glob("mask*.tif")) + [p for p in (ctc / "res_track.txt",) if p.exists()]
+    if old and not overwrite:
+        raise DataError(ctc, None, "holds an earlier result; pass --overwrite to replace it")
+    for p in old:
+        p.unlink()
     ctc.mkdir(parents=True, exist_ok=True)
     stats: dict[int, list[Any]] = {}  # id -> [frames seen, area sum, path length, last centroid]
     size: tuple[int, int] | None = None
@@ -107,13 +117,48 @@ def track_sequence(frames: Iterable[Frame], out: str | Path, tracker: Tracker | 
         labels.append(_label(tracked))
         _accumulate(stats, tracked)
     width = 4 if len(labels) >= 1000 else 3
-    _write_masks(ctc, labels, size, width)
     tracks = tracker.tracks()
-    (ctc / "res_track.txt").write_text("".join(f"{t.id} {t.first} {t.last} {t.parent}\n" for t in tracks))
+    segments = ctc_segments(labels, tracks)
+    _write_masks(ctc, labels, size, width)
+    (ctc / "res_track.txt").write_text("".join(f"{t.id} {t.first} {t.last} {t.parent}\n" for t in segments))
     _write_csv(report.out / "tracks.csv", tracks, stats)
     report.frames, report.tracks = len(labels), len(tracks)
-    report.divisions = len({t.parent for t in tracks if t.parent})
+    report.divisions = len({t.parent for t in tracks if t.parent})  # the tracker's, not gaps
     return report
+
+
+def ctc_segments(labels: list[np.ndarray], tracks: list[Track]) -> list[Track]:
+    """The CTC track table of label images (edited in place): the challenge wants each label
+    in every frame from its first to its last, so a track that a miss (or an occluding object
+    painted over it) interrupts continues after the gap under a new label whose parent is the
+    label before the gap; daughters' parents point to their mother's last segment."""
+    present: dict[int, list[int]] = {}
+    for t, label in enumerate(labels):
+        for tid in np.unique(label).tolist():
+            if tid:
+                present.setdefault(int(tid), []).append(t)
+    next_id = max([t.id for t in tracks] + list(present) + [0]) + 1
+    last_segment: dict[int, int] = {}
+    runs: list[tuple[int, int, int, int, int]] = []  # (label, first, last, parent label, track)
+    for tid, frames in sorted(present.items()):
+        start = frames[0]
+        label_id, parent = tid, -1  # -1: the track's own parent, resolved below
+        for a, b in zip(frames, [*frames[1:], None]):
+            if b is not None and b == a + 1:
+                continue
+            if label_id != tid:
+                for t in range(start, a + 1):
+                    labels[t][labels[t] == tid] = label_id
+            runs.append((label_id, start, a, parent, tid))
+            if b is not None:  # a gap: the next run continues under a new label
+                parent, label_id, start = label_id, next_id, b
+                next_id += 1
+        last_segment[tid] = label_id
+    parents = {t.id: t.parent for t in tracks}
+    return [
+        Track(lab, first, last, last_segment.get(parents.get(tid, 0), 0) if parent < 0 else parent)
+        for lab, first, last, parent, tid in runs
+    ]
 
 
 def _label(inst: Instances) -> np.ndarray:

@@ -25,6 +25,7 @@ def sim_masks(tmp_path: Path, n: int) -> Path:
     folder.mkdir()
     for t in range(n):
         shutil.copy(src / f"man_seg{t:03d}.tif", folder / f"man_seg{t:03d}.tif")
+    (folder / "notes.txt").write_text("not a frame")  # other files are not frames
     return folder
 
 
@@ -38,6 +39,9 @@ def test_track_masks_writes_a_consistent_ctc_result(tmp_path: Path) -> None:
             assert tracks[tid].first <= t <= tracks[tid].last  # every labelled track is listed
     with (out / "tracks.csv").open() as f:
         rows = list(csv.DictReader(f))
+    again = ["track", "--masks", str(tmp_path / "masks"), "--out", str(out)]
+    assert main(again) == 1  # an earlier result is never mixed with a new one
+    assert main([*again, "--overwrite"]) == 0
     assert {int(r["track_id"]) for r in rows} == set(tracks)
     assert all(int(r["frames_seen"]) >= 1 and float(r["mean_area"]) > 0 for r in rows)
 
@@ -70,3 +74,20 @@ def test_track_frames_with_the_shipped_model(tmp_path: Path) -> None:
 def test_usage_errors(tmp_path: Path) -> None:
     assert main(["track", "--out", str(tmp_path)]) == 2
     assert main(["track", str(tmp_path), "--out", str(tmp_path)]) == 2  # SOURCE without --model
+
+
+def test_ctc_segments_split_gaps_as_the_challenge_wants() -> None:
+    """Track 5 missing at frame 2 continues under a new label whose parent is 5; its daughter
+    7 (born at frame 4) points to the last segment; every label then spans its frames."""
+    from instseg.data.ctc import Track
+    from instseg.tracking.sequence import ctc_segments
+
+    labels = [np.zeros((4, 4), np.uint16) for _ in range(5)]
+    for t in (0, 1, 3):
+        labels[t][0, 0] = 5
+    labels[4][1, 1] = 7
+    rows = ctc_segments(labels, [Track(5, 0, 3, 0), Track(7, 4, 4, 5)])
+    assert rows == [Track(5, 0, 1, 0), Track(8, 3, 3, 5), Track(7, 4, 4, 8)]
+    assert labels[3][0, 0] == 8 and labels[0][0, 0] == 5
+    for row in rows:  # the challenge's validity rule
+        assert all(row.id in labels[t] for t in range(row.first, row.last + 1))

@@ -129,10 +129,7 @@ class OnnxModel:
     @score_threshold.setter
     def score_threshold(self, value: float) -> None:
         if value < self.score_threshold:
-            raise DataError(
-                self.path, None, f"exported with score threshold {self.score_threshold:g}; a "
-                f"lower one ({value:g}) needs a new export (instseg export --score-threshold)",
-            )  # fmt: skip
+            self._needs_export("score threshold", self.score_threshold, f"a lower one ({value:g})")
 
     @property
     def max_detections(self) -> int:
@@ -141,10 +138,7 @@ class OnnxModel:
     @max_detections.setter
     def max_detections(self, value: int) -> None:
         if value > self.max_detections:
-            raise DataError(
-                self.path, None, f"exported with at most {self.max_detections} detections; "
-                f"more ({value}) needs a new export (instseg export --max-detections)",
-            )  # fmt: skip
+            self._needs_export("max detections", self.max_detections, f"more ({value})")
 
     @property
     def mask_threshold(self) -> float:
@@ -153,10 +147,16 @@ class OnnxModel:
     @mask_threshold.setter
     def mask_threshold(self, value: float) -> None:
         if abs(value - self.mask_threshold) > 1e-9:
-            raise DataError(
-                self.path, None, f"exported with mask threshold {self.mask_threshold:g}; another "
-                f"one ({value:g}) needs a new export (instseg export --mask-threshold)",
-            )  # fmt: skip
+            self._needs_export("mask threshold", self.mask_threshold, f"another one ({value:g})")
+
+    def _needs_export(self, what: str, exported: float, asked: str) -> None:
+        """A setting the graph fixed at export, asked for beyond what filtering the outputs can
+        give: DataError (one line)."""
+        flag = "--" + what.replace(" ", "-")
+        raise DataError(
+            self.path, None, f"exported with {what} {exported:g}; {asked} needs a new export "
+            f"(instseg export {flag})",
+        )  # fmt: skip
 
     #: the contract's module flags: an exported file only predicts
     training = False

@@ -129,6 +129,7 @@ class Tracker:
         area = masks.sum((1, 2)).clip(min=1)
         new = [d for d in high if ids[d] == 0]
         matched = {ti: d for ti, d in pairs}
+        ended: set[int] = set()
         for ti, t in enumerate(self._live):
             if t.last_seen != self.frame - 1 or not new:
                 continue
@@ -145,10 +146,11 @@ class Tracker:
             if len(inside) < 2:
                 continue
             self._table[t.id][1] = self.frame - 1  # the mother ends at the division
-            t.last_seen = -(10**9)  # not continued
+            ended.add(t.id)
             for d in inside[:2]:
                 ids[d] = self._start(t.id)
                 new = [x for x in new if x != d]
+        self._live = [t for t in self._live if t.id not in ended]
 
     def _start(self, parent: int) -> int:
         tid = self._next_id

@@ -23,6 +23,7 @@ Masks are bool ``(N, H, W)``; track ids start at 1 (0 is the background of label
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,8 @@ from scipy.optimize import linear_sum_assignment
 
 from instseg.data.ctc import Track
 from instseg.structures import Instances
+from instseg.tracking.crops import Crop, crops_from, shifted
+from instseg.tracking.crops import iou as crop_iou
 
 __all__ = ["Tracker", "TrackerConfig"]
 
@@ -63,7 +66,7 @@ class _Live:
     """A track that can still be continued."""
 
     id: int
-    mask: np.ndarray  # (H, W) bool, last observed
+    crop: Crop  # last observed mask
     centroid: np.ndarray  # (2,) y, x
     velocity: np.ndarray  # (2,) per frame
     last_seen: int
@@ -72,7 +75,10 @@ class _Live:
 @dataclass
 class Tracker:
     """Online tracker; feed it frames in order with :meth:`update`. :meth:`tracks` is the CTC
-    track table so far (id, first frame, last frame, parent)."""
+    track table so far (id, first frame, last frame, parent).
+
+    Masks are handled as tight crops found through the instances' boxes (see
+    :mod:`.crops`), so a frame costs about the objects' pixels, not N full frames."""
 
     config: TrackerConfig = field(default_factory=TrackerConfig)
     frame: int = -1
@@ -90,12 +96,13 @@ class Tracker:
             raise ValueError("Tracker.update needs instance masks")
         self.frame += 1
         cfg = self.config
-        masks = instances.masks.cpu().numpy().astype(bool, copy=False)
-        n = masks.shape[0]
+        size = (int(instances.masks.shape[-2]), int(instances.masks.shape[-1]))
+        dets = crops_from(instances.masks, instances.boxes)
+        n = len(dets)
         scores = np.ones(n) if instances.scores is None else instances.scores.cpu().numpy()
         self._live = [t for t in self._live if self.frame - t.last_seen <= cfg.max_lost + 1]
-        preds = np.stack([self._predict(t) for t in self._live]) if self._live else np.zeros((0, *masks.shape[1:]), bool)
-        iou = _mask_iou(preds, masks)
+        preds = [self._predict(t, size) for t in self._live]
+        iou, inter = crop_iou(preds, dets)
         high = np.flatnonzero(scores >= cfg.high_score)
         low = np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score))
         pairs = _assign(iou, np.arange(len(self._live)), high, cfg.match_iou)
@@ -104,39 +111,40 @@ class Tracker:
         ids = np.zeros(n, np.int64)
         for ti, d in pairs:
             ids[d] = self._live[ti].id
-        self._divisions(pairs, preds, masks, high, ids)
+        self._divisions(pairs, inter, dets, high, ids)
         for k in high.tolist():
             if ids[k] == 0:
                 ids[k] = self._start(0)
         keep = np.flatnonzero(ids > 0)
-        self._observe(masks, ids, keep)
-        out = instances[torch.from_numpy(keep)]
+        self._observe(dets, ids, keep)
+        out = copy.copy(instances) if len(keep) == n else instances[torch.from_numpy(keep)]
         out.track_ids = torch.from_numpy(ids[keep])
         return out
 
     # -- steps ------------------------------------------------------------------------------
-    def _predict(self, t: _Live) -> np.ndarray:
+    def _predict(self, t: _Live, size: tuple[int, int]) -> Crop:
         """The track's last mask moved by its velocity over the frames since it was seen."""
         dy, dx = np.round(t.velocity * (self.frame - t.last_seen)).astype(int)
-        return _shift(t.mask, int(dy), int(dx))
+        return shifted(t.crop, int(dy), int(dx), size)
 
     def _divisions(
-        self, pairs: list[tuple[int, int]], preds: np.ndarray, masks: np.ndarray, high: np.ndarray, ids: np.ndarray
+        self, pairs: list[tuple[int, int]], inter: np.ndarray, dets: list[Crop], high: np.ndarray, ids: np.ndarray
     ) -> None:
         """Unmatched confident detections mostly inside a track seen last frame, with a second
-        such detection: the track ends, both start as its daughters (``ids`` edited)."""
+        such detection: the track ends, both start as its daughters (``ids`` edited).
+        ``inter (T, D)``: pixels shared by each track's predicted mask and each detection."""
         cfg = self.config
-        area = masks.sum((1, 2)).clip(min=1)
+        area = np.array([max(c.area, 1) for c in dets])
         new = [d for d in high if ids[d] == 0]
         matched = {ti: d for ti, d in pairs}
         ended: set[int] = set()
         for ti, t in enumerate(self._live):
             if t.last_seen != self.frame - 1 or not new:
                 continue
-            least = cfg.division_min_area * t.mask.sum()
+            least = cfg.division_min_area * t.crop.area
 
             def daughter(d: int, ti: int = ti, least: float = least) -> bool:
-                inside = (preds[ti] & masks[d]).sum() / area[d] >= cfg.division_overlap
+                inside = inter[ti, d] / area[d] >= cfg.division_overlap
                 return bool(inside and area[d] >= least)
 
             inside = [d for d in new if daughter(d)]
@@ -158,44 +166,20 @@ class Tracker:
         self._table[tid] = [self.frame, self.frame, parent]
         return tid
 
-    def _observe(self, masks: np.ndarray, ids: np.ndarray, keep: np.ndarray) -> None:
+    def _observe(self, dets: list[Crop], ids: np.ndarray, keep: np.ndarray) -> None:
         """Record this frame's masks, centroids and velocities of the tracks seen."""
         by_id = {t.id: t for t in self._live}
         for d in keep:
             tid = int(ids[d])
-            ys, xs = np.nonzero(masks[d])
-            c = np.array([ys.mean(), xs.mean()]) if len(ys) else np.zeros(2)
+            c = dets[d].centroid()
             t = by_id.get(tid)
             if t is None:
-                by_id[tid] = t = _Live(tid, masks[d], c, np.zeros(2), self.frame)
+                by_id[tid] = t = _Live(tid, dets[d], c, np.zeros(2), self.frame)
                 self._live.append(t)
             else:
                 t.velocity = (c - t.centroid) / max(self.frame - t.last_seen, 1)
-                t.mask, t.centroid, t.last_seen = masks[d], c, self.frame
+                t.crop, t.centroid, t.last_seen = dets[d], c, self.frame
             self._table[tid][1] = self.frame
-
-
-def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``mask (H, W)`` moved by ``(dy, dx)`` pixels, zeros shifted in."""
-    if dy == 0 and dx == 0:
-        return mask
-    h, w = mask.shape
-    out = np.zeros_like(mask)
-    ys, yd = slice(max(0, -dy), min(h, h - dy)), slice(max(0, dy), min(h, h + dy))
-    xs, xd = slice(max(0, -dx), min(w, w - dx)), slice(max(0, dx), min(w, w + dx))
-    out[yd, xd] = mask[ys, xs]
-    return out
-
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``(A, B)`` of bool masks ``(A, H, W)`` and ``(B, H, W)`` (one float32 product)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x = torch.from_numpy(a.reshape(len(a), -1)).float()
-    y = torch.from_numpy(b.reshape(len(b), -1)).float()
-    inter = (x @ y.t()).numpy()
-    union = x.sum(1).numpy()[:, None] + y.sum(1).numpy()[None, :] - inter
-    return inter / np.clip(union, 1, None)
 
 
 def _assign(iou: np.ndarray, rows: np.ndarray, cols: np.ndarray, least: float) -> list[tuple[int, int]]:

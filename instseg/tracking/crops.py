@@ -18,12 +18,15 @@ __all__ = ["Crop", "crops_from", "iou", "overlaps", "shifted"]
 
 @dataclass(frozen=True)
 class Crop:
-    """A mask in its tight box: pixels ``mask[i, j]`` sit at frame ``(y0 + i, x0 + j)``."""
+    """A mask in its tight box: pixels ``mask[i, j]`` sit at frame ``(y0 + i, x0 + j)``;
+    ``cy, cx``: the mean pixel position in frame coordinates (0, 0 when empty)."""
 
     y0: int
     x0: int
     mask: np.ndarray  # (h, w) bool, tight: its first/last rows and columns hold a pixel
     area: int
+    cy: float = 0.0
+    cx: float = 0.0
 
     @property
     def y1(self) -> int:
@@ -34,19 +37,24 @@ class Crop:
         return self.x0 + self.mask.shape[1]
 
     def centroid(self) -> np.ndarray:
-        """``(2,)`` float: mean ``(y, x)`` of the pixels in frame coordinates (0, 0 if empty)."""
-        ys, xs = np.nonzero(self.mask)
-        if len(ys) == 0:
-            return np.zeros(2)
-        return np.array([ys.mean() + self.y0, xs.mean() + self.x0])
+        """``(2,)`` float: ``(cy, cx)``."""
+        return np.array([self.cy, self.cx])
+
+
+_EMPTY = Crop(0, 0, np.zeros((0, 0), bool), 0)
 
 
 def _tight(mask: np.ndarray, y0: int, x0: int) -> Crop:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if len(rows) == 0:
-        return Crop(y0, x0, np.zeros((0, 0), bool), 0)
-    m = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return Crop(y0 + int(rows[0]), x0 + int(cols[0]), m, int(m.sum()))
+    """``mask (h, w)`` whose pixel ``(0, 0)`` sits at frame ``(y0, x0)`` -> its tight crop."""
+    rows, cols = mask.sum(1), mask.sum(0)  # pixels per row and per column
+    ry, rx = rows.nonzero()[0], cols.nonzero()[0]
+    if len(ry) == 0:
+        return _EMPTY
+    area = int(rows.sum())
+    cy = float(rows @ np.arange(len(rows))) / area + y0
+    cx = float(cols @ np.arange(len(cols))) / area + x0
+    m = mask[ry[0] : ry[-1] + 1, rx[0] : rx[-1] + 1]
+    return Crop(y0 + int(ry[0]), x0 + int(rx[0]), m, area, cy, cx)
 
 
 def crops_from(masks: torch.Tensor | np.ndarray, boxes: torch.Tensor | np.ndarray) -> list[Crop]:
@@ -64,8 +72,7 @@ def crops_from(masks: torch.Tensor | np.ndarray, boxes: torch.Tensor | np.ndarra
         gy, gx = 0.1 * max(y1 - y0, 0) + 2, 0.1 * max(x1 - x0, 0) + 2
         ya, yb = max(int(np.floor(y0 - gy)), 0), min(int(np.ceil(y1 + gy)), h)
         xa, xb = max(int(np.floor(x0 - gx)), 0), min(int(np.ceil(x1 + gx)), w)
-        window = m[k, ya:yb, xa:xb] if yb > ya and xb > xa else np.zeros((0, 0), bool)
-        out.append(_tight(window.astype(bool, copy=False), ya, xa))
+        out.append(_tight(m[k, ya:yb, xa:xb].astype(bool, copy=False), ya, xa) if yb > ya and xb > xa else _EMPTY)
     return out
 
 
@@ -77,8 +84,10 @@ def shifted(c: Crop, dy: int, dx: int, size: tuple[int, int]) -> Crop:
     y0, x0 = c.y0 + dy, c.x0 + dx
     ya, yb = max(y0, 0), min(y0 + c.mask.shape[0], h)
     xa, xb = max(x0, 0), min(x0 + c.mask.shape[1], w)
+    if (ya, yb, xa, xb) == (y0, y0 + c.mask.shape[0], x0, x0 + c.mask.shape[1]):
+        return Crop(y0, x0, c.mask, c.area, c.cy + dy, c.cx + dx)  # all inside the frame
     if yb <= ya or xb <= xa:
-        return Crop(0, 0, np.zeros((0, 0), bool), 0)
+        return _EMPTY
     return _tight(c.mask[ya - y0 : yb - y0, xa - x0 : xb - x0], ya, xa)
 
 

@@ -105,8 +105,10 @@ def test_ctc_sim_tracks_from_ground_truth_masks() -> None:
         for g, tr in seq.tracks.items()
         if tr.parent and g in mapping and tr.parent in mapping
     )
-    assert switches <= 20 and linked >= 40, (switches, linked)
-    assert 90 <= len(ours) <= 105
+    # measured: 0 switches, 50 of the 53 daughters linked, 86 tracks for the GT's 95 (its
+    # one-daughter divisions and two ambiguous ones continue the mother)
+    assert switches <= 3 and linked >= 48, (switches, linked)
+    assert 84 <= len(ours) <= 100
 
 
 def test_track_runs_a_predictor_over_frames() -> None:

@@ -52,13 +52,19 @@ class TrackerConfig:
     low_match_iou: float = 0.4
     #: frames a track may go unseen and still be continued (short misses, occlusions)
     max_lost: int = 3
-    #: fraction of a daughter's area inside the mother's predicted mask for a division (chosen
-    #: on Fluo-N2DH-SIM+ from its GT masks, TRA / IDF1 by py-ctcmetrics: 0.1 found 25 of its
-    #: 28 divisions, IDF1 0.984; 0.2 24, 0.978; 0.3 23, 0.969 with the other settings here)
+    #: least mask IoU to continue a track unseen in the previous frame (a new object often
+    #: appears where another vanished; chosen on SIM+: 0.4 removed 3 such false links)
+    lost_match_iou: float = 0.4
+    #: fraction of a daughter's area inside the mother's predicted mask for a division, and
+    #: least daughter area as a fraction of the mother's (both chosen on Fluo-N2DH-SIM+ from
+    #: its GT masks, IDF1 by py-ctcmetrics: overlap 0.3 found 23 of its 28 divisions, IDF1
+    #: 0.969; 0.2 24, 0.979; 0.1 25, 0.986; and area 0.05 instead of 0.2: 26, 0.990)
+    #: look for divisions at all (off for objects that never divide: people, cars; on the
+    #: occluding synthetic shapes divisions found where one shape half hid another cost 3
+    #: of 7 identity switches)
+    divisions: bool = True
     division_overlap: float = 0.1
-    #: least daughter area as a fraction of the mother's (SIM+ daughters: 0.22 at the 2nd
-    #: percentile; keeps a small object appearing beside a large one from making a division)
-    division_min_area: float = 0.2
+    division_min_area: float = 0.05
     #: third stage: least share of the smaller mask in common for a track and a detection
     #: left unpaired by IoU (small objects move by more than their size)
     small_overlap: float = 0.5
@@ -105,6 +111,8 @@ class Tracker:
         scores = np.ones(n) if instances.scores is None else instances.scores.cpu().numpy()
         self._live = [t for t in self._live if self.frame - t.last_seen <= cfg.max_lost + 1]
         iou, inter = self._overlaps(dets, size)
+        lost = [i for i, t in enumerate(self._live) if t.last_seen < self.frame - 1]
+        iou[lost] = np.where(iou[lost] >= cfg.lost_match_iou, iou[lost], 0.0)
         high = np.flatnonzero(scores >= cfg.high_score)
         low = np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score))
         pairs = _assign(iou, np.arange(len(self._live)), high, cfg.match_iou)
@@ -113,7 +121,7 @@ class Tracker:
         ids = np.zeros(n, np.int64)
         for ti, d in pairs:
             ids[d] = self._live[ti].id
-        ended = self._divisions(pairs, inter, dets, high, ids)
+        ended = self._divisions(pairs, inter, dets, high, ids) if cfg.divisions else set()
         self._small_links(pairs, inter, dets, high, ids, ended)
         self._live = [t for t in self._live if t.id not in ended]
         for k in high.tolist():

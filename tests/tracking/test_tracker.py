@@ -67,11 +67,12 @@ def test_division_ends_the_mother_and_starts_two_daughters() -> None:
 
 def test_synthetic_clip_ids_are_recovered() -> None:
     """Ten clips of moving, spinning, occluding shapes entering and leaving: no tracker id ever
-    spans two objects, and of the objects visible in consecutive frames at most 6 changed id
-    (5 measured: each under heavy occlusion, where the visible mask changes most)."""
+    spans two objects, and of the objects visible in consecutive frames at most 5 changed id
+    (4 measured with divisions off, as for objects that never divide: each under heavy
+    occlusion, where the visible mask changes most)."""
     merges = switches = 0
     for seed in range(10):
-        tracker = Tracker()
+        tracker = Tracker(TrackerConfig(divisions=False))
         owner: dict[int, int] = {}
         last: dict[int, tuple[int, int]] = {}  # gt id -> (frame, tracker id)
         for t, (_, gt) in enumerate(render_clip(ClipConfig(), seed=seed)):
@@ -81,7 +82,7 @@ def test_synthetic_clip_ids_are_recovered() -> None:
                 merges += owner.setdefault(o, g) != g
                 switches += g in last and last[g][0] == t - 1 and last[g][1] != o
                 last[g] = (t, o)
-    assert merges == 0 and switches <= 6, (merges, switches)
+    assert merges == 0 and switches <= 5, (merges, switches)
 
 
 def test_ctc_sim_tracks_from_ground_truth_masks() -> None:

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, help="drop detections below this score")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--max-lost", type=int, default=3, help="frames a track may be unseen and continue (3)")
+    p.add_argument("--no-divisions", action="store_true",
+                   help="objects never divide (people, cars): no track ends in two daughters")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in DIR (all of its outputs)")
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = parse_outputs(args.outputs)
     except ValueError as err:
         return usage(f"--outputs: {err}")
-    tracker = Tracker(TrackerConfig(max_lost=args.max_lost))
+    tracker = Tracker(TrackerConfig(max_lost=args.max_lost, divisions=not args.no_divisions))
     cat_ids, names = [1], ["object"]
     if args.masks:
         total = seq.count_frames(args.masks, labels=True)

@@ -219,3 +219,24 @@ def test_a_thousand_frames_get_four_digit_names(tmp_path: Path) -> None:
     assert report.frames == 1000 and (tmp_path / "ctc" / "mask0999.tif").is_file()
     assert not (tmp_path / "ctc" / "mask000.tif").exists()
     assert (tmp_path / "ctc" / "res_track.txt").read_text() == "1 0 999 0\n"
+
+
+def test_no_divisions_keeps_the_mother_going(tmp_path: Path) -> None:
+    """A disc that splits in two: a division by default, one continued track and one new
+    track with --no-divisions."""
+    import tifffile
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = lambda cy, cx, r: (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r  # noqa: E731
+    frames = [disc(32, 32, 12).astype(np.uint16)] * 2
+    split = np.zeros((64, 64), np.uint16)
+    split[disc(32, 24, 7)], split[disc(32, 41, 7)] = 1, 2
+    stack = tmp_path / "labels.tif"
+    tifffile.imwrite(stack, np.stack([*frames, split, split]), photometric="minisblack")
+    tables = {}
+    for flag in ([], ["--no-divisions"]):
+        out = tmp_path / ("plain" if flag else "div")
+        assert main(["track", "--masks", str(stack), "--out", str(out), "--outputs", "ctc", *flag]) == 0
+        tables[bool(flag)] = sorted((out / "ctc" / "res_track.txt").read_text().split("\n"))
+    assert [r for r in tables[False] if r] == ["1 0 1 0", "2 2 3 1", "3 2 3 1"]
+    assert sorted(r.split()[3] for r in tables[True] if r) == ["0", "0"]

@@ -67,6 +67,46 @@ def to_compressed(rle: RLE) -> RLE:
     return {"size": [h, w], "counts": counts}
 
 
+def rle_runs(counts: str | bytes) -> np.ndarray:
+    """Run lengths ``(K,)`` int64 of a compressed RLE string (pycocotools' format: each number
+    in 5-bit groups, least significant first, as characters ``'0'`` + group, ``+ 32`` while more
+    follow; from the third number on, a difference to the number two before). ValueError for a
+    string that is not one; runs are not checked (see :func:`check_rle`)."""
+    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    v = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if v.size == 0:
+        return np.zeros(0, np.int64)
+    if v.min() < 0 or v.max() > 63:
+        raise ValueError("character outside '0'..'o'")
+    last = (v & 0x20) == 0  # a number's last character
+    if not last[-1]:
+        raise ValueError("the string ends inside a number")
+    start = np.r_[0, np.flatnonzero(last)[:-1] + 1]
+    group = np.cumsum(np.r_[0, last[:-1]])
+    shift = 5 * (np.arange(len(v)) - start[group])
+    if shift.max() > 55:
+        raise ValueError("a number has too many digits")
+    x = np.bitwise_or.reduceat((v & 0x1F) << shift, start)
+    negative = (v[last] & 0x10) != 0
+    x[negative] |= -1 << (shift[last][negative] + 5)
+    x[1::2] = np.cumsum(x[1::2])
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
+def check_rle(counts: str | bytes, height: int, width: int) -> str | None:
+    """Why a compressed RLE string is not a ``height x width`` mask (None when it is one)."""
+    try:
+        runs = rle_runs(counts)
+    except ValueError as err:
+        return f"malformed RLE: {err}"
+    if runs.min(initial=0) < 0:
+        return "malformed RLE: a negative run"
+    if int(runs.sum()) != height * width:
+        return f"RLE covers {int(runs.sum())} pixels, not {height}x{width}"
+    return None
+
+
 def from_polygons(polygons: Polygons, height: int, width: int) -> RLE:
     """Rasterize COCO polygons exactly as pycocotools does, merged into one compressed RLE."""
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)

@@ -2,7 +2,8 @@
 
 Also a per-class AP table (--per-class), PR curves and a per-class AP chart as PNG
 (--plots DIR), the stats as JSON (--json OUT). --matching (one-to-one matching at --iou) and
---analysis (error analysis) are served by their own modules. Loads numpy and
+--analysis (error analysis) and --tracking (tracked sequences: CTC folders, label-image
+folders or MOTS files) are served by their own modules. Loads numpy and
 pycocotools.mask only (matplotlib for --plots).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from instseg.cli.common import add_format_arguments, add_inference_arguments
 from instseg.cli.eval_matching import add_matching_arguments
+from instseg.cli.eval_tracking import add_tracking_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass with --model")
     add_inference_arguments(p)
     add_matching_arguments(p)
+    add_tracking_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
             print("instseg eval: error: --model needs --data GT", file=sys.stderr)
             return 2
         return run_model_eval(args)
+    if args.tracking:
+        from instseg.cli.eval_tracking import run_tracking
+
+        return run_tracking(args)
     if args.matching:
         from instseg.cli.eval_matching import run_matching
 

@@ -25,10 +25,23 @@ from instseg.data.io import read_image, read_label_image
 from instseg.errors import DataError
 from instseg.structures import Instances
 
-__all__ = ["CTCSequence", "Track", "label_instances", "read_sequence", "read_tracks"]
+__all__ = [
+    "CTC_FILES",
+    "CTCSequence",
+    "Track",
+    "label_instances",
+    "numbered_files",
+    "read_sequence",
+    "read_tracks",
+]
 
 _FRAME = re.compile(r"^t(\d{3,4})\.tiff?$", re.IGNORECASE)
-_GT_FILE = {"TRA": re.compile(r"^man_track(\d{3,4})\.tiff?$"), "SEG": re.compile(r"^man_seg(\d{3,4})\.tiff?$")}
+#: file names of the ground truth's ``TRA`` / ``SEG`` label images and a result's masks
+CTC_FILES = {
+    "TRA": re.compile(r"^man_track(\d{3,4})\.tiff?$"),
+    "SEG": re.compile(r"^man_seg(\d{3,4})\.tiff?$"),
+    "RES": re.compile(r"^mask(\d{3,4})\.tiff?$"),
+}
 
 
 @dataclass(frozen=True)
@@ -73,13 +86,19 @@ def label_instances(label: np.ndarray) -> Instances:
     return Instances.from_masks(masks, track_ids=ids.astype(np.int64))
 
 
-def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+def numbered_files(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    """``{frame: file}`` of the files in ``folder`` (none when it is missing) whose names match
+    ``pattern`` (group 1: the frame number, 3 or 4 digits). DataError for a frame found twice
+    (``mask000.tif`` and ``mask0000.tif``)."""
     out: dict[int, Path] = {}
     if folder.is_dir():
-        for f in folder.iterdir():
+        for f in sorted(folder.iterdir()):
             m = pattern.match(f.name)
             if m:
-                out[int(m.group(1))] = f
+                t = int(m.group(1))
+                if t in out:
+                    raise DataError(f, None, f"frame {t} also in {out[t].name}")
+                out[t] = f
     return out
 
 
@@ -119,7 +138,7 @@ def read_sequence(path: str | Path) -> CTCSequence:
     root = Path(path)
     if not root.is_dir():
         raise DataError(root, None, "CTC sequence folder not found")
-    frames = _numbered(root, _FRAME)
+    frames = numbered_files(root, _FRAME)
     if not frames:
         raise DataError(root, None, "no CTC frames (t000.tif, t001.tif, ...) in this folder")
     missing = sorted(set(range(max(frames) + 1)) - set(frames))
@@ -127,8 +146,8 @@ def read_sequence(path: str | Path) -> CTCSequence:
         raise DataError(root, f"t{missing[0]:03d}.tif", f"frame missing ({len(missing)} gaps in the numbering)")
     gt = root.parent / f"{root.name}_GT"
     seq = CTCSequence(root, [frames[t] for t in range(len(frames))])
-    seq.tra = _numbered(gt / "TRA", _GT_FILE["TRA"])
-    seq.seg = _numbered(gt / "SEG", _GT_FILE["SEG"])
+    seq.tra = numbered_files(gt / "TRA", CTC_FILES["TRA"])
+    seq.seg = numbered_files(gt / "SEG", CTC_FILES["SEG"])
     if (gt / "TRA" / "man_track.txt").is_file():
         seq.tracks = read_tracks(gt / "TRA" / "man_track.txt")
     return seq

@@ -4,11 +4,12 @@ computed as py-ctcmetrics 1.3 computes them (equal to its ``evaluate_sequence`` 
 
 py-ctcmetrics does not optimise a matching: a result object matches a reference object of
 the same frame when it covers more than half of it (the CTC detection test on the ``TRA``
-markers), so one result object may match several reference objects. Before scoring, every
-track with exactly one child is joined with that child in both the reference and the result
-(a relabelled track continues its parent). Then, with TP = matched pairs, FN = unmatched
-reference objects, FP = unmatched result objects and a result track's size counting each of
-its matches:
+markers, :func:`~instseg.evaluation.ctc.match_frame`), so one result object may match several
+reference objects; only valid results (``res_track.txt`` agreeing with the masks) are scored.
+Before scoring, every track with exactly one child is joined with that child in both the
+reference and the result (a relabelled track continues its parent). Then, with TP = matched
+pairs, FN = unmatched reference objects, FP = unmatched result objects and a result track's
+size counting each of its matches:
 
 - HOTA = sqrt(sum over matched pairs of A(pair) / (TP + FN + FP)), A = TrackEval's
   association Jaccard of the two tracks (a single similarity level: matches are binary);
@@ -22,63 +23,33 @@ one TP and one FN, and it does not join parent and child tracks.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from instseg.data.ctc import Track, read_tracks
-from instseg.data.io import read_label_image
+from instseg.data.ctc import Track
 from instseg.errors import DataError
+from instseg.evaluation.ctc_folders import CTCFolderMatch, match_ctc_folders
 from instseg.evaluation.mot_metrics import (
     association_scores,
     identity_fields,
     identity_true_positives,
 )
 
-__all__ = ["CTCFrameMatch", "ctc_match", "ctc_mot_measures", "ctc_tracking_metrics", "joined_labels"]
-
-_GT_MASK = re.compile(r"^man_track(\d{3,4})\.tiff?$")
-_RES_MASK = re.compile(r"^mask(\d{3,4})\.tiff?$")
+__all__ = ["ctc_mot_measures", "ctc_tracking_metrics", "joined_labels"]
 
 
 @dataclass(frozen=True)
-class CTCFrameMatch:
-    """One frame: reference labels (R,), result labels (C,) and the matched pairs
-    ``(ref_matched[k], res_matched[k])`` (K,), reference labels unique."""
+class _Joined:
+    """One frame in joined labels: reference labels (R,), result labels (C,) and the matched
+    pairs ``(ref_matched[k], res_matched[k])`` (K,)."""
 
     ref: np.ndarray
     res: np.ndarray
     ref_matched: np.ndarray
     res_matched: np.ndarray
-
-
-def _labels_and_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values of a flat label array (ascending) and their pixel counts."""
-    if labels.size and labels.min() >= 0 and labels.max() < 1 << 24:
-        counts = np.bincount(labels)
-        ids = np.flatnonzero(counts)
-        return ids, counts[ids]
-    return np.unique(labels, return_counts=True)
-
-
-def ctc_match(reference: np.ndarray, result: np.ndarray) -> CTCFrameMatch:
-    """Label images ``(H, W)`` (0 = background) -> the CTC detection test: a result object
-    matches a reference object when it covers more than half of its pixels."""
-    if reference.shape != result.shape:
-        raise ValueError(f"reference {reference.shape} and result {result.shape} differ in size")
-    ref = reference.astype(np.int64).ravel()
-    res = result.astype(np.int64).ravel()
-    ref_ids, ref_area = _labels_and_areas(ref)
-    res_ids, _ = _labels_and_areas(res)
-    both = (ref != 0) & (res != 0)
-    base = int(res_ids[-1]) + 1 if len(res_ids) else 1
-    pairs, inter = np.unique(ref[both] * base + res[both], return_counts=True)
-    r, c = pairs // base, pairs % base
-    covered = 2 * inter > ref_area[np.searchsorted(ref_ids, r)]
-    return CTCFrameMatch(ref_ids[ref_ids != 0], res_ids[res_ids != 0], r[covered], c[covered])
 
 
 def joined_labels(tracks: dict[int, Track], file: Path) -> dict[int, int]:
@@ -98,13 +69,6 @@ def joined_labels(tracks: dict[int, Track], file: Path) -> dict[int, int]:
     return root
 
 
-def _mask_files(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
-    files = {int(m.group(1)): f for f in folder.glob("*.tif*") if (m := pattern.match(f.name))}
-    if not files:
-        raise DataError(folder, None, f"no label images matching {pattern.pattern}")
-    return files
-
-
 def _relabel(labels: np.ndarray, root: dict[int, int], tracks: dict[int, Track], t: int,
              file: Path) -> np.ndarray:
     """Frame-``t`` labels -> joined track labels; DataError for a label that the track file
@@ -116,33 +80,24 @@ def _relabel(labels: np.ndarray, root: dict[int, int], tracks: dict[int, Track],
     return np.array([root[v] for v in labels.tolist()], np.int64)
 
 
-def _read_frames(gt_dir: Path, res_dir: Path) -> list[CTCFrameMatch]:
-    """Match every result mask to its reference TRA image; labels joined along tracks."""
-    ref_files = _mask_files(gt_dir / "TRA", _GT_MASK)
-    res_files = _mask_files(res_dir, _RES_MASK)
-    for t in sorted(set(ref_files) ^ set(res_files)):
-        missing = f"mask{t:03d}.tif" if t in ref_files else f"TRA/man_track{t:03d}.tif"
-        raise DataError(res_dir if t in ref_files else gt_dir, missing, "frame missing")
-    ref_table, res_table = gt_dir / "TRA" / "man_track.txt", res_dir / "res_track.txt"
-    ref_tracks, res_tracks = read_tracks(ref_table), read_tracks(res_table)
-    ref_root, res_root = joined_labels(ref_tracks, ref_table), joined_labels(res_tracks, res_table)
+def _joined_frames(folders: CTCFolderMatch) -> list[_Joined]:
+    """Every frame's detection test in joined labels (see :func:`joined_labels`)."""
+    ref_tracks, res_tracks = folders.ref_tracks, folders.res_tracks
+    ref_root = joined_labels(ref_tracks, folders.ref_table)
+    res_root = joined_labels(res_tracks, folders.res_table)
     frames = []
-    for t in sorted(ref_files):
-        reference, result = read_label_image(ref_files[t]), read_label_image(res_files[t])
-        if reference.shape != result.shape:
-            raise DataError(res_files[t], None,
-                            f"size {result.shape} differs from the reference's {reference.shape}")
-        m = ctc_match(reference, result)
-        frames.append(CTCFrameMatch(
-            _relabel(m.ref, ref_root, ref_tracks, t, ref_files[t]),
-            _relabel(m.res, res_root, res_tracks, t, res_files[t]),
-            np.array([ref_root[v] for v in m.ref_matched.tolist()], np.int64),
-            np.array([res_root[v] for v in m.res_matched.tolist()], np.int64),
-        ))
+    for t, m in enumerate(folders.matches):
+        ref_matched, res_matched = m.pairs
+        frames.append(_Joined(
+            _relabel(m.reference, ref_root, ref_tracks, t, folders.tra_files[t]),
+            _relabel(m.result, res_root, res_tracks, t, folders.mask_files[t]),
+            np.array([ref_root[v] for v in ref_matched.tolist()], np.int64),
+            np.array([res_root[v] for v in res_matched.tolist()], np.int64),
+        ))  # fmt: skip
     return frames
 
 
-def _mota(frames: list[CTCFrameMatch]) -> dict[str, float]:
+def _mota(frames: list[_Joined]) -> dict[str, float]:
     """py-ctcmetrics' MOTA and its counts over matched frames."""
     tp = fn = fp = idsw = multi = 0
     last: dict[int, int] = {}  # reference track -> result track it matched last
@@ -163,10 +118,11 @@ def _cat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([*arrays, np.zeros(0, np.int64)])
 
 
-def ctc_mot_measures(frames: list[CTCFrameMatch]) -> dict[str, float]:
+def ctc_mot_measures(folders: CTCFolderMatch) -> dict[str, float]:
     """HOTA, IDF1 (with IDP, IDR, IDTP, IDFP, IDFN) and MOTA (with TP, FP, FN, IDSW,
-    MULTI-ASSIGNMENTS, Precision, Recall) of matched frames, as py-ctcmetrics scores them
-    (0 where py-ctcmetrics would divide by zero)."""
+    MULTI-ASSIGNMENTS, Precision, Recall) of a matched CTC folder pair, as py-ctcmetrics scores
+    them (0 where py-ctcmetrics would divide by zero)."""
+    frames = _joined_frames(folders)
     unmatched_res = _cat([np.setdiff1d(f.res, f.res_matched) for f in frames])
     ref_matched = _cat([f.ref_matched for f in frames])
     res_matched = _cat([f.res_matched for f in frames])
@@ -188,5 +144,6 @@ def ctc_mot_measures(frames: list[CTCFrameMatch]) -> dict[str, float]:
 
 def ctc_tracking_metrics(gt_dir: str | Path, res_dir: str | Path) -> dict[str, float]:
     """CTC ground truth ``<seq>_GT`` (``TRA/man_track*.tif``, ``TRA/man_track.txt``) and a
-    result folder (``mask*.tif``, ``res_track.txt``) -> :func:`ctc_mot_measures`."""
-    return ctc_mot_measures(_read_frames(Path(gt_dir), Path(res_dir)))
+    result folder (``mask*.tif``, ``res_track.txt``) -> :func:`ctc_mot_measures`. DataError
+    as :func:`~instseg.evaluation.ctc_folders.match_ctc_folders`."""
+    return ctc_mot_measures(match_ctc_folders(gt_dir, res_dir, seg=False))

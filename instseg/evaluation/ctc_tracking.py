@@ -3,8 +3,8 @@ py-ctcmetrics.
 
 Both compare two acyclic oriented graphs. Their vertices are the objects of every frame (the
 reference TRA markers, the result masks); a result object *matches* a reference marker when it
-covers more than half of it (so a marker has at most one match, while one result object may
-match several markers). Edges join an object to the same label in the next frame (a track link)
+covers more than half of it (:func:`~instseg.evaluation.ctc.match_frame`, re-exported here;
+so a marker has at most one match, while one result object may match several markers). Edges join an object to the same label in the next frame (a track link)
 and a parent's object in its last frame to each daughter's object in its first frame, as the
 track table says (a parent link, also across gaps). Counts:
 
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from instseg.data.ctc import Track
+from instseg.evaluation.ctc import FrameMatch, match_frame
 
 __all__ = [
     "AOGMCounts",
@@ -43,19 +44,6 @@ __all__ = [
 ]
 
 W_NS, W_FN, W_FP, W_ED, W_EA, W_EC = 5.0, 10.0, 1.0, 1.0, 1.5, 1.0
-_BINCOUNT_MAX = 1 << 24  # larger label values are counted by sorting instead
-
-
-@dataclass(frozen=True)
-class FrameMatch:
-    """Detection test of one frame: ``reference`` ids ``(R,)`` and ``result`` ids ``(C,)``
-    (ascending, 0 excluded) and, per reference object, ``matched`` = the result id covering
-    more than half of it (0 = none) and ``jaccard`` = their Jaccard index (0 = none; SEG's)."""
-
-    reference: np.ndarray
-    result: np.ndarray
-    matched: np.ndarray
-    jaccard: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -107,43 +95,6 @@ def _normalised(cost: float, cost_0: float) -> float:
     if cost_0 <= 0:
         raise ValueError("no reference markers: DET and TRA are undefined")
     return 1.0 - min(cost, cost_0) / cost_0
-
-
-def _ids_and_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-zero labels of a flat int64 array (ascending) and their pixel counts."""
-    if labels.size and int(labels.min()) < 0:
-        raise ValueError("label image has negative values")
-    if labels.size and int(labels.max()) >= _BINCOUNT_MAX:
-        ids, counts = np.unique(labels, return_counts=True)
-    else:
-        counts = np.bincount(labels)
-        ids = np.flatnonzero(counts)
-        counts = counts[ids]
-    keep = ids != 0
-    return ids[keep], counts[keep]
-
-
-def match_frame(reference: np.ndarray, result: np.ndarray) -> FrameMatch:
-    """The detection test of one frame of ``(H, W)`` label images (0 = background)."""
-    if reference.shape != result.shape:
-        raise ValueError(f"reference {reference.shape} and result {result.shape} differ in size")
-    ref = np.asarray(reference).astype(np.int64).ravel()
-    res = np.asarray(result).astype(np.int64).ravel()
-    ref_ids, ref_area = _ids_and_areas(ref)
-    res_ids, res_area = _ids_and_areas(res)
-    matched = np.zeros(len(ref_ids), np.int64)
-    jaccard = np.zeros(len(ref_ids))
-    both = (ref != 0) & (res != 0)
-    if len(ref_ids) and len(res_ids) and both.any():
-        stride = int(res_ids[-1]) + 1
-        keys, inter = np.unique(ref[both] * stride + res[both], return_counts=True)
-        r, s = np.divmod(keys, stride)
-        where = np.searchsorted(ref_ids, r)
-        covered = 2 * inter > ref_area[where]  # more than half of the reference object
-        where, s, inter = where[covered], s[covered], inter[covered]
-        matched[where] = s
-        jaccard[where] = inter / (ref_area[where] + res_area[np.searchsorted(res_ids, s)] - inter)
-    return FrameMatch(ref_ids, res_ids, matched, jaccard)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ instances marked ``iscrowd`` are an ignore region, as in MOTS Challenge: a predi
 unmatched at IoU 0.5 that lies more than half inside the frame's crowd region is dropped.
 Class labels and scores are not used (class-agnostic, every prediction counts).
 
-:func:`tracking_data` builds :class:`~instseg.evaluation.mot_metrics.TrackingData`;
+:func:`tracking_data` builds :class:`~instseg.evaluation.mot_metrics.TrackingData` (from
+compressed RLEs frame by frame: :func:`mask_frame`; from label images: :func:`label_tracking_data`);
 :func:`tracking_metrics` returns the summary TrackEval prints (HOTA averaged over alphas).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from instseg.errors import DataError
+from instseg.evaluation.ctc import label_overlaps
 from instseg.evaluation.mot_metrics import (
     ALPHAS,
     TrackingData,
@@ -39,7 +41,9 @@ __all__ = [
     "clear",
     "hota",
     "identity",
+    "label_tracking_data",
     "make_tracking_data",
+    "mask_frame",
     "summarize_tracking",
     "tracking_data",
     "tracking_metrics",
@@ -122,6 +126,30 @@ def _check_frame(inst: Instances, side: str, t: int, use_masks: bool) -> None:
         raise DataError(None, f"{side} frame {t}", "masks missing (iou_type='mask')")
 
 
+def _drop_in_crowd(p_ids: np.ndarray, sim: np.ndarray, inside: Callable[[np.ndarray], np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the predictions left unmatched at IoU 0.5 that lie more than half inside the
+    crowd region (``inside(candidates)`` -> their IoA ``(n, k)``)."""
+    cand = _unmatched(sim)
+    drop = cand[np.any(inside(cand) > 0.5 + _EPS, axis=1)]
+    return np.delete(p_ids, drop), np.delete(sim, drop, axis=1)
+
+
+def mask_frame(gt_ids: np.ndarray, gt_rles: list[dict[str, Any]], pred_ids: np.ndarray,
+               pred_rles: list[dict[str, Any]], crowd_rles: Sequence[dict[str, Any]] = ()
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One frame from compressed RLEs (pycocotools dicts, counts bytes) -> (gt ids, kept
+    predicted ids, mask IoU ``(T_g, T_p)``); ``crowd_rles`` are the ground truth's ignore
+    regions (see the module docstring)."""
+    g_ids, p_ids = np.asarray(gt_ids, np.int64), np.asarray(pred_ids, np.int64)
+    sim = _mask_iou(gt_rles, pred_rles)
+    if len(crowd_rles) and len(pred_rles):
+        region = mask_utils.merge(list(crowd_rles), intersect=False)
+        p_ids, sim = _drop_in_crowd(
+            p_ids, sim, lambda cand: _mask_iou([pred_rles[i] for i in cand], [region], ioa=True))
+    return g_ids, p_ids, sim
+
+
 def _frame(gt: Instances, pred: Instances, use_masks: bool, t: int
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame -> (gt track ids (T_g,), kept predicted track ids (T_p,), IoU (T_g, T_p))."""
@@ -133,18 +161,12 @@ def _frame(gt: Instances, pred: Instances, use_masks: bool, t: int
     p_ids = pred.track_ids.cpu().numpy() if pred.track_ids is not None else np.zeros(0, np.int64)
     if use_masks:
         g_rle, p_rle = (_rles(gt) if len(gt) else []), (_rles(pred) if len(pred) else [])
-        sim = _mask_iou([r for r, c in zip(g_rle, crowd) if not c], p_rle)
-    else:
-        sim = box_iou(gt.boxes.cpu().numpy()[~crowd], pred.boxes.cpu().numpy())
+        return mask_frame(g_ids, [r for r, c in zip(g_rle, crowd) if not c], p_ids, p_rle,
+                          [r for r, c in zip(g_rle, crowd) if c])
+    sim = box_iou(gt.boxes.cpu().numpy()[~crowd], pred.boxes.cpu().numpy())
     if crowd.any() and len(pred):
-        cand = _unmatched(sim)
-        if use_masks:
-            region = mask_utils.merge([r for r, c in zip(g_rle, crowd) if c], intersect=False)
-            inside = _mask_iou([p_rle[i] for i in cand], [region], ioa=True)
-        else:
-            inside = box_iou(pred.boxes.cpu().numpy()[cand], gt.boxes.cpu().numpy()[crowd], ioa=True)
-        drop = cand[np.any(inside > 0.5 + _EPS, axis=1)]
-        p_ids, sim = np.delete(p_ids, drop), np.delete(sim, drop, axis=1)
+        p_boxes, crowd_boxes = pred.boxes.cpu().numpy(), gt.boxes.cpu().numpy()[crowd]
+        p_ids, sim = _drop_in_crowd(p_ids, sim, lambda cand: box_iou(p_boxes[cand], crowd_boxes, ioa=True))
     return g_ids, p_ids, sim
 
 
@@ -174,6 +196,19 @@ def tracking_data(
         p_ids.append(pi)
         sims.append(sim)
     return make_tracking_data(g_ids, p_ids, sims, "mask" if use_masks else "box")
+
+
+def label_tracking_data(frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> TrackingData:
+    """``(ground truth, prediction)`` label images ``(H, W)`` of every frame (value = track
+    id, 0 = background) -> :class:`TrackingData` with mask IoU counted from the pixels (equal to
+    pycocotools'). ValueError for images of different sizes or negative labels."""
+    g_ids, p_ids, sims = [], [], []
+    for reference, result in frames:
+        o = label_overlaps(reference, result)
+        g_ids.append(o.reference)
+        p_ids.append(o.result)
+        sims.append(o.iou())
+    return make_tracking_data(g_ids, p_ids, sims, "mask")
 
 
 def summarize_tracking(data: TrackingData, threshold: float = 0.5) -> dict[str, float]:

@@ -20,7 +20,8 @@ from pycocotools import mask as mask_utils
 from instseg.data.ctc import read_tracks
 from instseg.data.io import read_label_image
 from instseg.errors import DataError
-from instseg.evaluation.ctc_mot import ctc_match, ctc_tracking_metrics, joined_labels
+from instseg.evaluation.ctc import match_frame
+from instseg.evaluation.ctc_mot import ctc_tracking_metrics, joined_labels
 from instseg.evaluation.tracking import (
     TrackingData,
     clear,
@@ -420,15 +421,15 @@ def test_ctc_adapter_equals_py_ctcmetrics(tmp_path: Path, sequence: str, n: int,
     capsys.readouterr()
 
 
-def test_ctc_match_and_joined_tracks(tmp_path: Path) -> None:
+def test_match_frame_and_joined_tracks(tmp_path: Path) -> None:
     ref = np.zeros((4, 8), np.int64)
     ref[:, :4], ref[:, 4:] = 1, 2
     res = np.zeros_like(ref)
     res[:, :3] = 9  # covers 3/4 of 1
     res[:2, 4:] = 8  # covers exactly half of 2: no match
-    m = ctc_match(ref, res)
-    assert (m.ref.tolist(), m.res.tolist(), m.ref_matched.tolist(), m.res_matched.tolist()) == \
-        ([1, 2], [8, 9], [1], [9])
+    m = match_frame(ref, res)
+    assert (m.reference.tolist(), m.result.tolist(), [a.tolist() for a in m.pairs]) == \
+        ([1, 2], [8, 9], [[1], [9]])
     table = tmp_path / "res_track.txt"
     table.write_text("1 0 3 0\n2 4 6 1\n3 7 9 2\n4 7 9 2\n5 10 12 4\n")
     assert joined_labels(read_tracks(table), table) == {1: 1, 2: 1, 3: 3, 4: 4, 5: 4}
@@ -468,11 +469,11 @@ def test_bad_ctc_folders_are_one_line_data_errors(tmp_path: Path) -> None:
         tifffile.imwrite(gt / "TRA" / f"man_track{t:03d}.tif", frame)
     (gt / "TRA" / "man_track.txt").write_text("1 0 1 0\n")
     tifffile.imwrite(res / "mask000.tif", frame * 3)
-    with pytest.raises(DataError, match=r"01_RES: mask001.tif: frame missing$"):
+    with pytest.raises(DataError, match=r"01_RES: 1 result masks for 2 reference frames \(mask001.tif missing\)$"):
         ctc_tracking_metrics(gt, res)
     tifffile.imwrite(res / "mask001.tif", frame * 3)
     (res / "res_track.txt").write_text("3 0 0 0\n")
-    with pytest.raises(DataError, match=r"mask001.tif: label 3: not listed for frame 1"):
+    with pytest.raises(DataError, match=r"res_track.txt: frame 1 has object 3, which the track table does not list"):
         ctc_tracking_metrics(gt, res)
     (res / "res_track.txt").write_text("3 0 1 0\n")
     assert ctc_tracking_metrics(gt, res)["HOTA"] == 1.0

@@ -65,14 +65,15 @@ def crops_from(masks: torch.Tensor | np.ndarray, boxes: torch.Tensor | np.ndarra
     the objects' neighbourhoods are touched, never whole frames."""
     m = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     b = boxes.cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, float)
+    m = m if m.dtype == bool else m.astype(bool)
     h, w = m.shape[1:]
+    b = b.reshape(-1, 4).astype(np.float64)
+    grow = 0.1 * np.clip(b[:, 2:] - b[:, :2], 0, None) + 2  # (N, 2): x, y
+    lo = np.clip(np.floor(b[:, :2] - grow), 0, None).astype(int)  # x0, y0
+    hi = np.minimum(np.ceil(b[:, 2:] + grow), [w, h]).astype(int)  # x1, y1
     out = []
-    for k in range(m.shape[0]):
-        x0, y0, x1, y1 = b[k]
-        gy, gx = 0.1 * max(y1 - y0, 0) + 2, 0.1 * max(x1 - x0, 0) + 2
-        ya, yb = max(int(np.floor(y0 - gy)), 0), min(int(np.ceil(y1 + gy)), h)
-        xa, xb = max(int(np.floor(x0 - gx)), 0), min(int(np.ceil(x1 + gx)), w)
-        out.append(_tight(m[k, ya:yb, xa:xb].astype(bool, copy=False), ya, xa) if yb > ya and xb > xa else _EMPTY)
+    for k, ((xa, ya), (xb, yb)) in enumerate(zip(lo.tolist(), hi.tolist())):
+        out.append(_tight(m[k, ya:yb, xa:xb], ya, xa) if yb > ya and xb > xa else _EMPTY)
     return out
 
 

@@ -32,7 +32,7 @@ from scipy.optimize import linear_sum_assignment
 
 from instseg.data.ctc import Track
 from instseg.structures import Instances
-from instseg.tracking.crops import Crop, crops_from, shifted
+from instseg.tracking.crops import Crop, crops_from, overlaps, shifted
 from instseg.tracking.crops import iou as crop_iou
 
 __all__ = ["Tracker", "TrackerConfig"]
@@ -114,7 +114,7 @@ class Tracker:
         lost = [i for i, t in enumerate(self._live) if t.last_seen < self.frame - 1]
         iou[lost] = np.where(iou[lost] >= cfg.lost_match_iou, iou[lost], 0.0)
         high = np.flatnonzero(scores >= cfg.high_score)
-        low = np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score))
+        low = _apart(np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score)), high, dets)
         pairs = _assign(iou, np.arange(len(self._live)), high, cfg.match_iou)
         left = np.setdiff1d(np.arange(len(self._live)), [p[0] for p in pairs])
         pairs += _assign(iou, left, low, cfg.low_match_iou)
@@ -230,6 +230,16 @@ class Tracker:
                 t.velocity = (c - t.centroid) / max(self.frame - t.last_seen, 1)
                 t.crop, t.centroid, t.last_seen = dets[d], c, self.frame
             self._table[tid][1] = self.frame
+
+
+def _apart(low: np.ndarray, high: np.ndarray, dets: list[Crop]) -> np.ndarray:
+    """The low-score detections less than half of which lies inside confident ones (the
+    others are duplicates or fragments of a confident detection, not a missed object)."""
+    if len(low) == 0 or len(high) == 0:
+        return low
+    inside = overlaps([dets[i] for i in low], [dets[j] for j in high]).sum(1)
+    area = np.array([max(dets[i].area, 1) for i in low])
+    return low[inside < 0.5 * area]
 
 
 def _assign(iou: np.ndarray, rows: np.ndarray, cols: np.ndarray, least: float) -> list[tuple[int, int]]:

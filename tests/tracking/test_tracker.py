@@ -4,6 +4,7 @@ recovers the ground-truth tracks of real CTC sequences from their masks."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from instseg.data.ctc import read_sequence
@@ -146,3 +147,14 @@ def test_synthetic_clips_with_events_keep_identities_through_dropped_detections(
             gts.append(gt)
         scores.append(tracking_metrics(gts, preds)["IDF1"])
     assert np.mean(scores) >= 0.82, scores
+
+
+def test_a_low_score_fragment_of_a_confident_detection_continues_nothing() -> None:
+    """ByteTrack's second stage is for missed objects: a low-score piece lying inside a
+    confident detection (here two touching objects detected as one, plus one of them again
+    at a low score) is a duplicate and must not continue a track."""
+    a, b = disc(30, 30, 10), disc(30, 52, 10)
+    tracker = Tracker()
+    tracker.update(frame([a, b]))
+    out = tracker.update(frame([a | b, b], scores=[0.9, 0.3]))
+    assert len(out) == 1 and out.scores is not None and float(out.scores[0]) == pytest.approx(0.9)

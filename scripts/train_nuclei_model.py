@@ -4,8 +4,11 @@ Same split as ``bench/train_nuclei.py`` (dsb2018_stage1_subset, ``split(0.2, see
 train / 22 val images); trains with ``instseg train`` (``--augment microscopy``, the
 data-adaptive defaults, random crops), scores ``last.pt`` on the 22 held-out images (segm AP,
 AP50, F1 at IoU 0.5 of detections scoring >= 0.5; no checkpoint selection on them), and
-writes ``--out``/nuclei.pt: fp16 weights + config + the figures (what ``--model nuclei``
-loads once copied to ``instseg/weights/``).
+writes ``--out``/nuclei.pt: fp16 weights + config + the figures + ``object_size`` (stored by
+training) and ``score_cutoff`` (F1@0.5-best on the 22 held-out images, the run's validation
+split; ``instseg.engine.learnt``), what ``--model nuclei`` loads once copied to
+``instseg/weights/``. ``scripts/store_nuclei_settings.py`` added the last two to the current
+file without retraining.
 
     python scripts/train_nuclei_model.py --out runs/nuclei_model --minutes 60
     python scripts/train_nuclei_model.py --out runs/nuclei_model --minutes 7 --device cuda \\
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from instseg.engine.checkpoint import export_model
+    from instseg.engine.learnt import choose_score_cutoff
 
     train_set, val_set = load_split("dsb2018_stage1_subset", args.data)
     if args.max_val:
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = predict_checkpoint(out / "last.pt", val_set, device=args.device)
     figures = score(val_set, results, f1=True)
+    cutoff, f1 = choose_score_cutoff(val_set.to_coco(), results)
     summary = {
         "model": args.model,
         "data": "dsb2018_stage1_subset (CC0), split(0.2, seed=0)",
@@ -75,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python scripts/train_nuclei_model.py " + shlex.join(sys.argv[1:]),
         "train_command": info["command"],
         "val": {k: round(float(v), 4) for k, v in figures.items()},
+        "score_cutoff_f1": {f"{c:g}": round(v, 4) for c, v in f1.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    path = export_model(out / "last.pt", out / "nuclei.pt", half=True, extra={"card": summary})
+    extra = {"card": summary, "score_cutoff": cutoff}
+    path = export_model(out / "last.pt", out / "nuclei.pt", half=True, extra=extra)
     size_mb = path.stat().st_size / 2**20
     print(json.dumps(summary, indent=1))
     print(f"wrote {path} ({size_mb:.1f} MiB)")

@@ -181,3 +181,51 @@ def _print_calibration(found: Any, source: str, scales: bool) -> None:
     shown = ", ".join(f"{c:g}: {v:.3f}" for c, v in found.f1.items())
     print(f"calibrated score cut-off {found.score_cutoff:g} on {source} (F1@0.5 {shown})",
           file=sys.stderr)  # fmt: skip
+
+
+def add_object_size_argument(p: argparse.ArgumentParser) -> None:
+    """``--object-size PX|auto`` (see :func:`check_object_size_arg`)."""
+    p.add_argument(
+        "--object-size", default=None, metavar="PX|auto",
+        help="typical diameter of the objects in these images, in pixels: each image is "
+        "rescaled by the model's learnt object size / PX so that its objects reach the model "
+        "at the size it learnt (masks and boxes come back in the image's pixels); auto: "
+        "estimated on the first image (printed) and kept for the rest",
+    )  # fmt: skip
+
+
+def usage_error(command: str, message: str) -> int:
+    """Print ``instseg COMMAND: error: MESSAGE`` (one line) and return the usage exit code 2."""
+    print(f"instseg {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def check_object_size_arg(args: argparse.Namespace, command: str) -> int | None:
+    """Parse ``args.object_size`` in place (pixels, ``"auto"`` or ``None``); a bad value is
+    one line on stderr and the exit code 2 is returned, else ``None``. Pass the value on to
+    ``Predictor(object_size=...)`` and catch its
+    :class:`~instseg.inference.object_size.ObjectSizeError` (a model that does not know its
+    object size) with :func:`usage_error` too."""
+    from instseg.inference.object_size import ObjectSizeError, parse_object_size
+
+    try:
+        args.object_size = parse_object_size(getattr(args, "object_size", None))
+    except ObjectSizeError as err:
+        return usage_error(command, str(err))
+    return None
+
+
+def cutoff_line(predictor: Any, source: str | None = None) -> str:
+    """One line saying which score cut-off ``predictor`` applies and where it comes from:
+    ``source`` (e.g. ``"--calibrate"``), ``--score-threshold``, the model's stored one, or
+    none."""
+    cut = predictor.score_cutoff
+    if cut is None:
+        return ("score cut-off: none (the model stores none; --score-threshold T sets one): "
+                "every detection is kept")  # fmt: skip
+    if predictor.score_threshold is not None:
+        return f"score cut-off {cut:g} (--score-threshold): every output"
+    origin = source or "the model's, F1@0.5-best on its validation images"
+    return (f"score cut-off {cut:g} ({origin}): label images, overlays, instances.csv and "
+            "tracked instances; results.json keeps every detection for AP")  # fmt: skip
+

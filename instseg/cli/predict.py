@@ -11,6 +11,12 @@ RLE; bbox xywh; score), so ``instseg eval GT.json P/results.json`` just works.
 the end and make the exit code 1. ``--model`` is a checkpoint file, a training folder
 (best.pt, else last.pt), a shipped model name (``nuclei``, offline) or a ``.onnx`` file from
 ``instseg export`` (run with ``--backend onnxruntime|openvino`` on ``--threads`` cores).
+
+Score cut-off: the model's stored one (F1@0.5-best on its validation images), ``--calibrate``'s
+or ``--score-threshold``'s applies to label images, overlays and ``instances.csv``;
+``results.json`` keeps every detection unless ``--score-threshold`` is given. The cut-off in
+use is printed once. ``--object-size PX|auto`` rescales the images so that their objects reach
+the model at the size it learnt (both modes; ``auto``: estimated on the first image).
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from instseg.cli.common import add_format_arguments, add_inference_arguments
+from instseg.cli.common import (
+    add_format_arguments,
+    add_inference_arguments,
+    add_object_size_argument,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,10 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument(
         "--score-threshold", type=float, default=None,
-        help="drop detections below this score (SOURCE mode with --calibrate: default the "
-        "cut-off with the best F1 on the calibration data)",
+        help="drop detections below this score from every output (default: label images, "
+        "overlays and instances.csv keep the detections scoring >= the model's stored "
+        "cut-off, or --calibrate's; results.json keeps all)",
     )  # fmt: skip
     p.add_argument("--max-detections", type=int, default=None, help="detections kept per image")
+    add_object_size_argument(p)
     add_inference_arguments(p)
     g = p.add_argument_group("SOURCE mode")
     g.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
@@ -92,6 +104,30 @@ def load_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return runner, meta, device
 
 
+def _rescaled(runner: Any, meta: dict[str, Any], dataset: Any, args: argparse.Namespace) -> Any:
+    """``--data`` with ``--object-size``: the runner seeing objects at the learnt size (an
+    ``auto`` size estimated on the dataset's first image, printed)."""
+    import sys
+
+    from instseg.data.loader import image_to_tensor
+    from instseg.inference.object_size import check_object_size, rescale
+    from instseg.inference.size_estimate import MIN_SCORE, estimate_object_size
+    from instseg.inference.tta import base_model
+
+    learnt = meta.get("object_size")
+    size = check_object_size(args.object_size, learnt, runner, str(meta.get("path", args.model)))
+    if size is None or learnt is None:
+        return runner
+    if size == "auto":
+        image = image_to_tensor(dataset.load_image(0)).float().div(255.0)
+        stored = meta.get("score_cutoff")
+        found = estimate_object_size(base_model(runner), [image], float(learnt),
+                                     MIN_SCORE if stored is None else float(stored))  # fmt: skip
+        print(found.summary(float(learnt)), file=sys.stderr)
+        size = found.object_size
+    return rescale(runner, float(learnt) / float(size))
+
+
 def predict_data(args: argparse.Namespace) -> int:
     """``--data``: predict every image of a dataset -> ``OUT/results.json``."""
     import json
@@ -106,6 +142,8 @@ def predict_data(args: argparse.Namespace) -> int:
     cat_ids = meta.get("cat_ids")
     if dataset.categories:
         check_categories(meta, dataset, args.data)
+    if args.object_size is not None and len(dataset):
+        model = _rescaled(model, meta, dataset, args)
     results = predict_dataset(
         model,
         dataset,
@@ -127,7 +165,7 @@ def predict_sources(args: argparse.Namespace) -> int:
     """``SOURCE ...``: predict files / folders / globs / videos into ``--out``."""
     import sys
 
-    from instseg.cli.common import inference_from_args
+    from instseg.cli.common import cutoff_line, inference_from_args
     from instseg.inference import Predictor, run_batch
 
     predictor = Predictor(
@@ -138,10 +176,14 @@ def predict_sources(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backend=args.backend,
         threads=args.threads,
+        object_size=args.object_size,
+        log=lambda line: print(line, file=sys.stderr),
     )
     predictor.runner, found = inference_from_args(predictor.model, args)
-    if found is not None and args.score_threshold is None:
-        predictor.score_threshold = found.score_cutoff  # the outputs' cut-off
+    calibrated = found is not None and args.score_threshold is None
+    if calibrated:
+        predictor.score_cutoff = found.score_cutoff  # the shown outputs' cut-off
+    print(cutoff_line(predictor, "--calibrate" if calibrated else None), file=sys.stderr)
     report = run_batch(
         predictor,
         args.source if len(args.source) > 1 else args.source[0],
@@ -164,6 +206,9 @@ def predict_sources(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from instseg.cli.common import check_object_size_arg, usage_error
+    from instseg.inference.object_size import ObjectSizeError
+
     if bool(args.data) == bool(args.source):
         print("instseg predict: error: give either SOURCE ... or --data DATA", file=sys.stderr)
         return 2
@@ -174,4 +219,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    return predict_data(args) if args.data else predict_sources(args)
+    bad = check_object_size_arg(args, "predict")
+    if bad is not None:
+        return bad
+    try:
+        return predict_data(args) if args.data else predict_sources(args)
+    except ObjectSizeError as err:  # the model cannot take --object-size: usage
+        return usage_error("predict", str(err))

@@ -9,6 +9,12 @@ SOURCE: a folder of frames (sorted by name; a Cell Tracking Challenge sequence s
 frame, sorted by name, or a multi-page label TIFF), tracked instead of running a model; a
 SOURCE given with them is only drawn under the overlay.
 
+With --model, tracks start at the model's stored score cut-off (--score-threshold T sets
+another) and detections down to 0.1 under it only continue tracks (ByteTrack's second stage);
+--object-size PX|auto rescales the frames so their objects reach the model at the size it
+learnt (auto: estimated on the first frame, printed, kept for the rest). --no-divisions for
+objects that never divide.
+
 Outputs in DIR (--outputs, comma-separated; default all):
   ctc      ctc/mask000.tif ... and ctc/res_track.txt: the Cell Tracking Challenge's result
            format (a track interrupted by a gap continues under a new label, parent = the old)
@@ -30,6 +36,9 @@ written.
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from instseg.cli.common import add_object_size_argument
 
 OUTPUTS_DEFAULT = "ctc,mots,coco,csv,overlay"
 
@@ -41,7 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", default=None, metavar="LABELS", help="track these label images (folder, glob or TIFF stack) instead")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--outputs", default=OUTPUTS_DEFAULT, metavar="LIST", help=f"what to write (default {OUTPUTS_DEFAULT}; or all)")
-    p.add_argument("--score-threshold", type=float, default=None, help="drop detections below this score")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="score that starts a track (default: the model's stored cut-off); detections "
+                   "down to 0.1 under it only continue tracks")  # fmt: skip
+    add_object_size_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--max-lost", type=int, default=3, help="frames a track may be unseen and continue (3)")
     p.add_argument("--no-divisions", action="store_true",
@@ -68,18 +80,34 @@ def run(args: argparse.Namespace) -> int:
         outputs = parse_outputs(args.outputs)
     except ValueError as err:
         return usage(f"--outputs: {err}")
-    tracker = Tracker(TrackerConfig(max_lost=args.max_lost, divisions=not args.no_divisions))
+    config: dict[str, Any] = {"max_lost": args.max_lost, "divisions": not args.no_divisions}
     cat_ids, names = [1], ["object"]
     if args.masks:
+        tracker = Tracker(TrackerConfig(**config))
         total = seq.count_frames(args.masks, labels=True)
         frames = seq.label_frames(args.masks, images=args.source)
     else:
+        from instseg.cli.common import check_object_size_arg
         from instseg.inference import Predictor
+        from instseg.inference.object_size import ObjectSizeError
+        from instseg.tracking.run import detector, tracker_for
 
+        bad = check_object_size_arg(args, "track")
+        if bad is not None:
+            return bad
+        try:
+            predictor = Predictor(args.model, device=args.device, score_threshold=args.score_threshold,
+                                  object_size=args.object_size, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+        except ObjectSizeError as err:
+            return usage(str(err))
+        tracker = tracker_for(predictor, **config)
+        origin = ("--score-threshold" if args.score_threshold is not None else "the model's calibrated cut-off"
+                  if predictor.score_cutoff is not None else "the model stores no cut-off")  # fmt: skip
+        print(f"tracks start at score {tracker.config.high_score:g} ({origin}); detections down to "
+              f"{tracker.config.low_score:g} continue them", file=sys.stderr)  # fmt: skip
         total = seq.count_frames(args.source)
-        predictor = Predictor(args.model, device=args.device, score_threshold=args.score_threshold)
         cat_ids, names = list(predictor.cat_ids), list(predictor.class_names)
-        frames = seq.predicted_frames(args.source, predictor)
+        frames = seq.predicted_frames(args.source, detector(predictor, tracker.config.low_score))
     fps = seq.source_fps(args.source) if args.source else None
     report = seq.track_sequence(frames, args.out, tracker, progress=sys.stderr.isatty(), total=total,
                                 overwrite=args.overwrite, outputs=outputs, cat_ids=cat_ids,

@@ -7,6 +7,10 @@ A checkpoint is a dict saved with ``torch.save`` that loads with ``weights_only=
     class_names  list[str], index = model label 0..K-1
     cat_ids      list[int], the dataset's category id of each label
     step, epoch, best_ap, plan          training progress (see instseg.engine.train)
+    object_size  float px: the training instances' median diameter as the model's inference
+                 input sees it (see instseg.engine.learnt); absent in older checkpoints
+    score_cutoff float: the F1@0.5-best score cut-off on the validation set, chosen on these
+                 weights' evaluation; absent without a validation set and in older checkpoints
     optimizer, scaler, rng              only in ``last.pt`` (what ``--resume`` needs)
     model_train  the raw weights, only in ``last.pt`` of runs with ``ema``
 
@@ -126,14 +130,15 @@ def export_model(
     path: str | Path, out: str | Path, half: bool = True, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write a deployable copy of a checkpoint: weights (fp16 when ``half``), config, class
-    names and category ids; no optimizer, RNG or plan. ``load_model`` (in
+    names, category ids, ``object_size`` and ``score_cutoff``; no optimizer, RNG or plan.
+    ``load_model`` (in
     :mod:`instseg.inference.loading`) reads it (fp16 weights
     are cast back to the model's float32 on load). ``extra`` adds metadata (e.g. figures)."""
     ck = load_checkpoint(path)
     weights = {
         k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()
     }
-    keep = ("config", "class_names", "cat_ids", "step")
+    keep = ("config", "class_names", "cat_ids", "step", "object_size", "score_cutoff")
     slim = {"model": weights, **{k: ck[k] for k in keep if k in ck}, **(extra or {})}
     return save_checkpoint(slim, out)
 

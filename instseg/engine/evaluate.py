@@ -105,17 +105,27 @@ def evaluate_model(
     batch_size: int = 1,
     device: str | torch.device | None = None,
     progress: bool = False,
+    score_cutoff: bool = False,
 ) -> dict[str, Any]:
     """Predict ``dataset`` and evaluate -> ``{"segm": {AP, ...}, "bbox": {...}, "num_detections": n}``.
 
     AP values are in [0, 1] (-1 where COCO has nothing to measure, e.g. no large objects).
+    ``score_cutoff``: also ``"score_cutoff"`` and ``"f1_by_cutoff"`` (``{"0.5": F1, ...}``),
+    the F1@0.5-best detection-score cut-off of these predictions
+    (:func:`instseg.engine.learnt.choose_score_cutoff`).
     """
+    from instseg.engine.learnt import choose_score_cutoff
+
     results = predict_dataset(
         model, dataset, batch_size=batch_size, device=device, progress=progress
     )
     gt = dataset.to_coco()
     out: dict[str, Any] = {t: coco_summary(gt, results, t) for t in iou_types}
     out["num_detections"] = len(results)
+    if score_cutoff:
+        best, f1 = choose_score_cutoff(gt, results)
+        out["score_cutoff"] = best
+        out["f1_by_cutoff"] = {f"{c:g}": round(v, 4) for c, v in f1.items()}
     return out
 
 

@@ -5,8 +5,11 @@ Per step: forward ``model.losses`` (autocast bf16/fp16 on CUDA), NaN/inf guard, 
 :func:`instseg.engine.optim.lr_factor` (warm-up + cosine or step). Around it: tqdm progress
 (losses, ETA), ``metrics.jsonl`` + ``curves.png``, periodic COCO evaluation of the validation
 set keeping ``best.pt`` (best segm AP) and ``last.pt`` (always; atomic), DDP under torchrun.
-With ``ema`` a moving average of the weights (:mod:`instseg.engine.ema`) is what evaluation
-and checkpoints' ``model`` use; ``last.pt`` keeps the raw weights as ``model_train``.
+Every checkpoint stores the ``object_size`` the model learns from the training set, and
+``score_cutoff``, the F1@0.5-best cut-off of the evaluation of its weights
+(:mod:`instseg.engine.learnt`). With ``ema`` a moving average of the weights
+(:mod:`instseg.engine.ema`) is what evaluation and checkpoints' ``model`` use; ``last.pt``
+keeps the raw weights as ``model_train``.
 
 Exact resume: data order is f(seed, epoch) (sampler) and augmentation f(seed, epoch, index)
 (dataset); ``last.pt`` holds model, optimizer, scaler, every rank's RNG states, step and the
@@ -51,6 +54,7 @@ from instseg.engine.config import (
 )
 from instseg.engine.ema import ModelEMA
 from instseg.engine.evaluate import evaluate_model
+from instseg.engine.learnt import learnt_object_size
 from instseg.engine.metrics import MetricsLog, plot_curves
 from instseg.engine.optim import DEFAULT_LR, BudgetPlan, build_optimizer, lr_factor, scale_lr
 
@@ -94,6 +98,8 @@ class _Run:
             dev = torch.device("cuda", self.info.local_rank)  # one GPU per process
         self.device = dev
         self.main = self.info.is_main
+        config = dict(getattr(model, "config", {}) or {})
+        self.object_size = learnt_object_size(config, data)  # stored in every checkpoint
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
@@ -337,7 +343,8 @@ class _Run:
             device = self.device
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 model = self.ema.module if self.ema else self.model
-                self.last_eval = evaluate_model(model, self.val_set, device=device)
+                self.last_eval = evaluate_model(model, self.val_set, device=device,
+                                                score_cutoff=True)  # fmt: skip
             self.model.train()
             self.log.write({"step": self.step, "epoch": self.step // self.steps_per_epoch,
                             "eval": self.last_eval})  # fmt: skip
@@ -365,7 +372,10 @@ class _Run:
             "last_eval": self.last_eval,
             "plan": plan,
             "train_config": self.cfg.to_dict(),
+            "object_size": self.object_size,
         }
+        if self.last_eval is not None and self.eval_step == self.step:  # chosen on these weights
+            ck["score_cutoff"] = self.last_eval.get("score_cutoff")
         if full:
             rng = du.gather_objects(get_rng_state())
             ck.update(

@@ -142,6 +142,8 @@ def _metadata(
         "input_size": None if size is None else [int(size[0]), int(size[1])],
         "opset": int(opset),
         "source": str(meta.get("path", "")),
+        "object_size": meta.get("object_size"),  # what Predictor's object_size and
+        "score_cutoff": meta.get("score_cutoff"),  # score_cutoff use (instseg.engine.learnt)
     }
 
 

@@ -1,6 +1,10 @@
 """:func:`run_batch`: predict a whole SOURCE (files, folders, globs, videos) into a folder.
 
 The folder's layout and file formats are those of :mod:`instseg.inference.writers`.
+``results.json`` (COCO results, for AP) keeps every detection the model returns; label
+images, overlays, semantic maps and ``instances.csv`` keep those scoring >= the predictor's
+``score_cutoff`` (the model's calibrated cut-off, or ``--score-threshold``, which also drops
+detections from ``results.json``). An ``auto`` object size is estimated on the first image.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from instseg.inference.writers import (
     OVERLAYS_DIR,
     RESULTS,
     SEMANTIC_DIR,
+    above_cutoff,
     csv_rows,
     prediction_results,
     semantic_image,
@@ -146,12 +151,16 @@ def _items(
 def _predict(
     predictor: Predictor, batch: Batch, tile_size: int | None, tile_overlap: int
 ) -> list[TiledPrediction | BaseException]:
-    """Predictions of a batch, one forward pass when possible; a failing image's exception
-    takes its place (the others are retried one by one to find it)."""
+    """Predictions of a batch (every score: see the module doc), one forward pass when
+    possible; a failing image's exception takes its place (the others are retried one by one
+    to find it)."""
+    if batch and predictor.scale_factor is None:  # "auto": on the first whole image, once
+        assert batch[0][1].image is not None
+        predictor.estimate_object_size([batch[0][1].image])
     if len(batch) > 1 and tile_size is None:
         try:
             arrays = [it.image for _, it in batch if it.image is not None]
-            return [to_sparse(p) for p in predictor.predict_arrays(arrays)]
+            return [to_sparse(p) for p in predictor.predict_arrays(arrays, apply_cutoff=False)]
         except Exception:  # find the culprit image by image
             pass
     res: list[TiledPrediction | BaseException] = []
@@ -169,8 +178,18 @@ def _predict_one(
     assert item.image is not None
     h, w = item.image.shape[:2]
     if tile_size is not None and max(h, w) > tile_size:
-        return predict_tiled_sparse(predictor, item.image, tile_size, tile_overlap)
-    return to_sparse(predictor.predict_arrays([item.image])[0])
+        return predict_tiled_sparse(_AllScores(predictor), item.image, tile_size, tile_overlap)
+    return to_sparse(predictor.predict_arrays([item.image], apply_cutoff=False)[0])
+
+
+class _AllScores:
+    """``predictor`` as tiling sees it: ``predict_arrays`` keeps every score."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor, self.batch_size = predictor, predictor.batch_size
+
+    def predict_arrays(self, images: Sequence[Any]) -> list[Any]:
+        return self.predictor.predict_arrays(images, apply_cutoff=False)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -185,6 +204,7 @@ class _Outputs:
         self.out, self.kinds = out, kinds
         self.report = BatchReport(out)
         self.class_names, self.cat_ids = list(predictor.class_names), list(predictor.cat_ids)
+        self.cutoff = predictor.score_cutoff
         self.results: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
         self.csv_file = open(out / CSV_NAME, "w", newline="") if kinds[CSV_NAME] else None
@@ -205,7 +225,8 @@ class _Outputs:
     def _write(self, image_id: int, item: Item, pred: TiledPrediction) -> None:
         assert item.image is not None
         out, name = self.out, item.name
-        rows = prediction_results(pred, image_id, self.cat_ids)
+        rows = prediction_results(pred, image_id, self.cat_ids)  # every score: for AP
+        pred = above_cutoff(pred, self.cutoff)  # what people look at
         if self.kinds[LABELS_DIR]:
             write_label_image(out / LABELS_DIR / name, pred.to_label_image())
         if self.kinds[SEMANTIC_DIR]:

@@ -13,7 +13,9 @@ are not the evaluation set:
 ``model`` is a model or a test-time augmentation wrapper (:mod:`.tta`). The network runs once
 per image (``forward_raw``); every candidate only re-post-processes the same raw outputs
 (``postprocess`` with another ``mask_threshold``), so five candidates cost about one
-prediction pass. Under :class:`~.tta.ScaleTTA` each threshold's views are clustered once
+prediction pass. The score cut-off is chosen by
+:func:`instseg.engine.learnt.choose_score_cutoff`, as training does for the checkpoints'
+``score_cutoff``. Under :class:`~.tta.ScaleTTA` each threshold's views are clustered once
 (:func:`~.fusion.fuse_clusters`) and each agreement power only re-ranks the clusters.
 """
 
@@ -30,7 +32,7 @@ from instseg.data.coco import instances_to_coco
 from instseg.data.dataset import InstanceDataset
 from instseg.data.loader import image_to_tensor
 from instseg.engine.evaluate import coco_summary, predict_dataset
-from instseg.evaluation.matching_dataset import evaluate_coco_matching
+from instseg.engine.learnt import SCORE_CANDIDATES, choose_score_cutoff
 from instseg.inference.fusion import AGREEMENT_CANDIDATES, fuse_clusters, rank_fused
 from instseg.inference.tta import ScaleTTA, base_model
 from instseg.structures import Instances
@@ -44,10 +46,6 @@ __all__ = [
     "choose_score_threshold",
     "choose_thresholds",
 ]
-
-#: detection-score cut-offs tried by :func:`choose_score_threshold` (from 0.1: scores of
-#: focal-loss models such as SOLOv2 run low)
-SCORE_CANDIDATES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 #: mask thresholds tried per model family (SOLOv2's candidate masks are the mean of
 #: 1/4-scale probabilities, softer at their borders)
@@ -73,11 +71,6 @@ def _check_score_candidates(candidates: Sequence[float], dataset: InstanceDatase
         raise ValueError(f"score cut-off candidates must lie in [0, 1], got {list(candidates)}")
     if len(dataset) == 0:
         raise ValueError("calibration needs at least one labelled image")
-
-
-def _best(values: dict[float, float]) -> float:
-    """The candidate with the best value; ties go to the one nearest 0.5."""
-    return max(values, key=lambda c: (round(values[c], 6), -abs(c - 0.5)))
 
 
 def _views_at(model: nn.Module, tensor: torch.Tensor) -> Callable[[float], list[Instances]]:
@@ -138,18 +131,6 @@ def _results_by_mask_threshold(
     finally:
         model.train(was_training)
     return results
-
-
-def _f1_by_cutoff(
-    gt: dict[str, Any], results: list[dict[str, Any]], candidates: Sequence[float], iou: float
-) -> dict[float, float]:
-    f1 = {}
-    for c in candidates:
-        rep = evaluate_coco_matching(
-            gt, results, thresholds=(iou,), score_threshold=float(c), semantic=False
-        )
-        f1[float(c)] = rep.at(iou).f1
-    return f1
 
 
 def choose_mask_threshold(
@@ -217,8 +198,8 @@ def choose_thresholds(
     by_power = {p: v for (c, p), v in ap.items() if c == best}
     if score_candidates is None:
         return Thresholds(best, by_threshold, None, {}, power, by_power)
-    f1 = _f1_by_cutoff(gt, results[best, power], score_candidates, iou)
-    return Thresholds(best, by_threshold, _best(f1), f1, power, by_power)
+    cutoff, f1 = choose_score_cutoff(gt, results[best, power], score_candidates, iou)
+    return Thresholds(best, by_threshold, cutoff, f1, power, by_power)
 
 
 def apply_thresholds(model: nn.Module, found: Thresholds) -> None:
@@ -246,5 +227,4 @@ def choose_score_threshold(
     classifier does, so a fixed 0.5 under-counts them."""
     _check_score_candidates(candidates, dataset)
     results = predict_dataset(model, dataset, progress=progress)
-    f1 = _f1_by_cutoff(dataset.to_coco(), results, candidates, iou)
-    return _best(f1), f1
+    return choose_score_cutoff(dataset.to_coco(), results, candidates, iou)

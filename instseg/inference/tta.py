@@ -9,6 +9,8 @@ any of them:
   cell: :mod:`.tta_solov2`).
 * :class:`ScaleTTA`: the wrapped model at several input scales of a fixed-scale model, each
   view's instances fused per object (:mod:`.fusion`).
+* :class:`Wrapper`, their base, is also that of :class:`.object_size.Rescaled` (objects at
+  the learnt size); :func:`base_model` unwraps any of them.
 
 ``with_tta(model, flips, scales, agreement, box_refine)`` builds the usual nesting
 (``ScaleTTA(FlipTTA(model))``) and returns the model itself when nothing is asked.
@@ -32,6 +34,7 @@ __all__ = [
     "FLIPS",
     "FlipTTA",
     "ScaleTTA",
+    "Wrapper",
     "base_model",
     "check_flips",
     "check_scales",
@@ -69,7 +72,7 @@ def check_scales(factors: Sequence[float]) -> tuple[float, ...]:
 
 def base_model(model: nn.Module) -> nn.Module:
     """The model inside any nesting of wrappers (the model itself when unwrapped)."""
-    while isinstance(model, (FlipTTA, ScaleTTA)):
+    while isinstance(model, Wrapper):
         model = model.model
     return model
 
@@ -83,7 +86,7 @@ def _family(model: nn.Module) -> str:
     return str(family)
 
 
-class _Wrapper(nn.Module):
+class Wrapper(nn.Module):
     """The shared part of the wrappers: the wrapped model as a submodule (so ``eval()``,
     ``to()`` and ``parameters()`` reach it) and the model API delegated to it."""
 
@@ -116,7 +119,7 @@ class _Wrapper(nn.Module):
         return self.postprocess(self.forward_raw(images))
 
 
-class FlipTTA(_Wrapper):
+class FlipTTA(Wrapper):
     """Flip views averaged inside the network's outputs; ``box_refine`` extra box-head passes
     (Mask R-CNN only). ``flips="none"`` with no refinement reproduces the model's own
     ``predict``. Use the flips the model trained with (``hv`` after ``--augment microscopy``,
@@ -142,7 +145,7 @@ class FlipTTA(_Wrapper):
         return tta_solov2.augmented_raw(self.model, images, self.views, input_scale)  # type: ignore[arg-type]
 
 
-class ScaleTTA(_Wrapper):
+class ScaleTTA(Wrapper):
     """The wrapped model at each factor of a fixed-scale model's ``input_scale``, the views'
     instances of each image fused per object (:func:`~.fusion.fuse_instances`: ``iou``,
     ``vote``, and ``agreement``, the power of the views' mask agreement in fused scores)."""

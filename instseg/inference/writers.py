@@ -3,7 +3,9 @@
 Layout of ``out_dir`` (every part but ``results.json``/``images.json`` optional):
 
     results.json      COCO results: [{image_id, category_id, segmentation (RLE, counts str),
-                      bbox [x, y, w, h], score}, ...]; written atomically at the end
+                      bbox [x, y, w, h], score}, ...]; written atomically at the end; every
+                      detection (low scores help AP); the other outputs keep those scoring
+                      >= the score cut-off (:func:`above_cutoff`)
     images.json       {"images": [{id, file_name, name, height, width[, frame]}], "categories":
                       [{id, name}]}: a COCO file without annotations, so ``COCO("images.json")
                       .loadRes("results.json")`` works
@@ -41,6 +43,7 @@ from instseg.viz import overlay
 
 __all__ = [
     "CSV_COLUMNS",
+    "above_cutoff",
     "csv_rows",
     "draw_overlay",
     "prediction_results",
@@ -79,6 +82,21 @@ def to_sparse(inst: Instances) -> TiledPrediction:
         labels=inst.labels.cpu().numpy()[order].astype(np.int64),
         scores=scores[order].astype(np.float32),
         model_boxes=inst.boxes.cpu().numpy()[order].astype(np.float32).reshape(-1, 4),
+    )
+
+
+def above_cutoff(pred: TiledPrediction, cutoff: float | None) -> TiledPrediction:
+    """The instances of ``pred`` scoring >= ``cutoff`` (all of them for ``None``), in order."""
+    if cutoff is None or len(pred) == 0 or bool((pred.scores >= cutoff).all()):
+        return pred
+    keep = np.flatnonzero(pred.scores >= cutoff)
+    return TiledPrediction(
+        pred.image_size,
+        [pred.crops[i] for i in keep.tolist()],
+        pred.offsets[keep],
+        pred.labels[keep],
+        pred.scores[keep],
+        None if pred.model_boxes is None else pred.model_boxes[keep],
     )
 
 

@@ -53,15 +53,14 @@ class TrackerConfig:
     #: frames a track may go unseen and still be continued (short misses, occlusions)
     max_lost: int = 3
     #: least mask IoU to continue a track unseen in the previous frame (a new object often
-    #: appears where another vanished; chosen on SIM+: 0.4 removed 3 such false links)
+    #: appears where another vanished: on SIM+'s GT masks 0.2 linked such objects, 0.4 not)
     lost_match_iou: float = 0.4
     #: fraction of a daughter's area inside the mother's predicted mask for a division, and
-    #: least daughter area as a fraction of the mother's (both chosen on Fluo-N2DH-SIM+ from
-    #: its GT masks, IDF1 by py-ctcmetrics: overlap 0.3 found 23 of its 28 divisions, IDF1
-    #: 0.969; 0.2 24, 0.979; 0.1 25, 0.986; and area 0.05 instead of 0.2: 26, 0.990)
-    #: look for divisions at all (off for objects that never divide: people, cars; on the
-    #: occluding synthetic shapes divisions found where one shape half hid another cost 3
-    #: of 7 identity switches)
+    #: least daughter area as a fraction of the mother's (chosen on Fluo-N2DH-SIM+ from its GT
+    #: masks, ``python bench/track_settings.py gt``: 0.1 and 0.05 found 26 of its 28
+    #: divisions, IDF1 0.990; 0.1 and 0.2: 25, 0.986; 0.3 and 0.2: 24, 0.981)
+    #: look for divisions at all (off for objects that never divide: people, cars; on
+    #: occluding synthetic shapes a shape half hidden by another can look like a division)
     divisions: bool = True
     division_overlap: float = 0.1
     division_min_area: float = 0.05

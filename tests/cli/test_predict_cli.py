@@ -58,8 +58,9 @@ def test_predict_calibrate_sets_the_output_score_cut_off(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--calibrate DATA`` in SOURCE mode: the mask threshold and the F1-best score cut-off
-    are chosen on DATA and the outputs keep only detections at or above the cut-off;
-    ``--score-threshold`` still wins."""
+    are chosen on DATA; instances.csv (and label images, overlays) keep only detections at
+    or above the cut-off, results.json keeps every one (for AP); ``--score-threshold`` still
+    wins, in every output."""
     from instseg.data.dataset import Category, ImageRecord, InstanceDataset, make_annotation
     from instseg.data.synthetic_nuclei import make_nuclei_sample
     from instseg.masks import encode
@@ -81,8 +82,11 @@ def test_predict_calibrate_sets_the_output_score_cut_off(
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("calibrated score cut-off"))
     cut = float(line.split()[3])
+    assert f"score cut-off {cut:g} (--calibrate)" in err
     results = json.loads((out / "results.json").read_text())
-    assert results and min(r["score"] for r in results) >= cut
+    rows = (out / "instances.csv").read_text().splitlines()[1:]
+    scores = [float(r.split(",")[3]) for r in rows]
+    assert scores and min(scores) >= cut and min(r["score"] for r in results) < cut
     assert main([*args, "--overwrite", "--score-threshold", "0.05"]) == 0
-    loose = json.loads((out / "results.json").read_text())
-    assert len(loose) > len(results)  # the explicit threshold wins over the calibrated cut-off
+    loose = (out / "instances.csv").read_text().splitlines()[1:]
+    assert len(loose) > len(rows)  # the explicit threshold wins over the calibrated cut-off

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 
 from instseg.cli.main import main
 from instseg.data.io import read_image
+from instseg.data.synthetic_nuclei import make_nuclei_sample
 from instseg.errors import DataError
 from instseg.export import export_model, export_onnx
 from instseg.inference import Predictor
@@ -104,6 +106,20 @@ def test_file_carries_what_predicting_needs(nuclei_file: Path) -> None:
         Predictor(nuclei_file, score_threshold=meta["score_threshold"] / 2)
     with pytest.raises(ValueError, match="test-time augmentation"):
         Predictor(nuclei_file, tta="h")
+
+
+def test_file_carries_object_size_and_cutoff(nuclei_file: Path) -> None:
+    """The stored object size and score cut-off travel into the file; ``object_size`` resizes
+    the image for the graph (``ResizedInput``) and gives about the checkpoint's detections."""
+    meta = read_metadata(nuclei_file)
+    assert meta["object_size"] == pytest.approx(21.2) and meta["score_cutoff"] == pytest.approx(0.4)
+    image = cv2.resize(make_nuclei_sample(0, size=(128, 160)).image, (320, 256))
+    eager = Predictor("nuclei", device="cpu", object_size=40)
+    exported = Predictor(nuclei_file, threads=2, object_size=40)
+    assert exported.score_cutoff == 0.4 and exported.scale_factor == pytest.approx(21.2 / 40)
+    a, b = eager(image), exported(image)
+    assert b.image_size == image.shape[:2] and b.masks is not None
+    assert len(a) > 5 and abs(len(a) - len(b)) <= max(2, 0.15 * len(a))
 
 
 def test_nothing_detected_gives_empty_outputs(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.poolers import initLevelMapper
 
 from instseg.models.mask_rcnn.crowd import CrowdAwareRoIHeads, CrowdAwareRPN
 from instseg.models.mask_rcnn.post import MaskPostConfig, MaskRCNNRaw, paste_detections
@@ -113,6 +114,18 @@ def _anchor_generator(
             f"got {[list(s) for s in sizes]}"
         )
     return AnchorGenerator(sizes, (tuple(float(r) for r in ratios),) * len(sizes))
+
+
+def _roi_pool(names: Sequence[str], strides: Sequence[int], size: int) -> MultiScaleRoIAlign:
+    """torchvision's ``MultiScaleRoIAlign`` with its level scales set from the backbone's
+    strides: left unset, it infers them from the first image's feature-map sizes and keeps
+    them, and a first image under about two strides of the coarsest level (a small tile, a
+    downscaled view) rounds them wrong for every later image."""
+    pool = MultiScaleRoIAlign(list(names), size, 2)
+    levels = [int(s).bit_length() - 1 for s in strides[: len(names)]]  # log2 of each stride
+    pool.scales = [2.0**-k for k in levels]
+    pool.map_levels = initLevelMapper(levels[0], levels[-1])
+    return pool
 
 
 def _check_images(images: Sequence[Tensor]) -> None:
@@ -217,8 +230,9 @@ class MaskRCNN(GeneralizedRCNN):
             box_head, box_head_dim = TwoMLPHead(channels * 7 * 7, 1024), 1024
         if mask_head is None:
             mask_head, mask_head_dim = MaskRCNNHeads(channels, [256] * 4, 1), 256
+        strides = list(getattr(backbone, "strides", [4, 8, 16, 32, 64]))
         roi_heads = CrowdAwareRoIHeads(
-            MultiScaleRoIAlign(names, 7, 2),
+            _roi_pool(names, strides, 7),
             box_head,
             FastRCNNPredictor(box_head_dim, num_classes + 1),
             box_fg_iou_thresh,
@@ -229,7 +243,7 @@ class MaskRCNN(GeneralizedRCNN):
             score_threshold,
             box_nms_thresh,
             max_detections,
-            mask_roi_pool=MultiScaleRoIAlign(names, 14, 2),
+            mask_roi_pool=_roi_pool(names, strides, 14),
             mask_head=mask_head,
             mask_predictor=MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes + 1),
         )

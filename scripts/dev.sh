@@ -2,7 +2,8 @@
 # One entry point for a fresh machine: creates .venv, installs instseg with its dev extras
 # (torch comes from pip; nothing is downloaded at run time), then runs a job:
 #   bash scripts/dev.sh demo   -> the demo on an embedded sample
-#   bash scripts/dev.sh test   -> ruff, mypy, import-linter and the whole pytest suite (what CI runs)
+#   bash scripts/dev.sh test   -> ruff, mypy, import-linter and the whole pytest suite (what CI runs);
+#                                 also installs Chromium (apt-get) for the browser test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -33,6 +34,14 @@ case "$job" in
     exec "$VENV/bin/instseg" demo "$@"
     ;;
   test)
+    # the browser test drives the system's Chromium (Debian package; never `playwright install`)
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+      echo "[setup] installing Chromium (apt-get) for the browser test" >&2
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+      { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+        || echo "[setup] could not install chromium with apt-get: the browser test will fail" >&2
+    fi
     echo "== ruff" && "$VENV/bin/ruff" check instseg tests bench
     echo "== mypy" && "$VENV/bin/mypy"
     echo "== import layers" && "$VENV/bin/lint-imports"

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "models": "models",
     "export": "export",
     "track": "track",
+    "serve": "serve",
 }
 
 

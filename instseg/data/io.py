@@ -133,3 +133,56 @@ def image_size(path: str | Path, verify: bool = False) -> tuple[int, int]:
 def is_image_file(path: Path) -> bool:
     """True if the suffix is one we read as an image."""
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+class NotAnImageError(DataError):
+    """The bytes are not in an image format we read."""
+
+
+class ImageTooLargeError(DataError):
+    """The image has more pixels than the caller allows."""
+
+
+def _tiff_bytes(data: bytes, name: str, max_pixels: int | None) -> np.ndarray:
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tf:
+        shape = [int(s) for s in tf.series[0].shape]
+        plane = [s for s in shape if s > 4][-2:] or shape  # without channel / sample axes
+        _check_pixels(name, int(np.prod(plane)), max_pixels)
+        return to_rgb_uint8(tf.asarray())
+
+
+def _check_pixels(name: str, pixels: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLargeError(name, None, f"image has {pixels:,} pixels, the limit is {max_pixels:,}")
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """Image file bytes (an upload) -> RGB uint8 ``(H, W, 3)`` the way :func:`read_image` reads
+    files. The pixel count is checked from the header before decoding (ImageTooLargeError
+    past ``max_pixels``); NotAnImageError for bytes in no image format; DataError (naming
+    ``name``) for a corrupt or truncated image."""
+    import io
+
+    if not data:
+        raise DataError(name, None, "file is empty (0 bytes)")
+    try:
+        if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff_bytes(data, name, max_pixels)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(name, None, str(exc)) from None
+        except Exception:
+            raise NotAnImageError(name, None, "not an image (PNG, JPEG, TIFF, BMP, WebP or GIF)") from None
+        with img:
+            _check_pixels(name, img.size[0] * img.size[1], max_pixels)
+            img.load()
+            return to_rgb_uint8(_pil_array(img))
+    except DataError:
+        raise
+    except Exception as exc:  # PIL/tifffile raise many types for corrupt files
+        raise DataError(name, None, f"cannot read image ({type(exc).__name__}: {exc})") from None

@@ -3,8 +3,8 @@ Playwright; never ``playwright install``) against ``instseg serve`` in a subproc
 
 Opens the page, uploads a DSB image, waits for the overlay, checks the table against the
 API, filters with the score slider without calling the model, deletes an instance in review
-mode and checks the exported COCO file (one fewer; instseg reads it as a dataset) and label
-image; saves a screenshot to ``artifacts/serve_page.png`` (``$INSTSEG_ARTIFACTS``)."""
+mode and checks the exported COCO file (one fewer; instseg reads it and fine-tunes on it)
+and label image; saves a screenshot to ``artifacts/serve_page.png`` (``$INSTSEG_ARTIFACTS``)."""
 
 from __future__ import annotations
 
@@ -178,3 +178,8 @@ def test_page_upload_filter_review_export(server: str, dsb_image: Path, tmp_path
     data = load_dataset(coco_path)
     assert len(data) == 1 and data.load_image(0).shape == (256, 256, 3)
     assert len(data.instances(0)) == n - 1 and data.num_instances == n - 1
+    from instseg.cli.main import main  # and the model fine-tunes on the corrections
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(coco_path), "--model", "nuclei", "--out", str(run), "--steps", "1", "--no-progress"]
+    assert main(args) == 0 and (run / "last.pt").is_file()

@@ -114,8 +114,13 @@ def test_page_upload_filter_review_export(server: str, dsb_image: Path, tmp_path
         page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/predict\"]", timeout=30_000)  # Swagger UI rendered the API
         page.goto(server + "/")
         page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#file-input", str(dsb_image))
+        bad = tmp_path / "notes.png"
+        bad.write_text("not an image")
+        page.set_input_files("#file-input", [str(dsb_image), str(bad)])
         page.wait_for_selector(f"#canvas[data-instances='{n}']", timeout=60_000)  # the overlay is drawn
+        page.wait_for_selector("#image-list li.error", timeout=60_000)  # the bad file: its reason
+        assert "notes.png: not an image" in page.locator("#image-list li.error").inner_text()
+        assert page.locator("#image-list li").count() == 2
         rows = page.locator("#instance-table tbody tr")
         assert rows.count() == n
 

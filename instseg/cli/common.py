@@ -15,7 +15,11 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format", "-f", default=None, choices=DATASET_FORMATS, help="dataset format (detected when omitted)"
     )
-    p.add_argument("--images", default=None, metavar="DIR", help="folder that COCO/VIA file names are relative to")
+    p.add_argument(
+        "--images", default=None, metavar="DIR",
+        help="folder that COCO/VIA file names are relative to (COCO, when a name is not found "
+        "there: the JSON's folder, then ../images/[<split>/], ../<split>/, ../<split>2017/)",
+    )  # fmt: skip
 
 
 def add_dataset_arguments(p: argparse.ArgumentParser, src_help: str = "dataset file or folder") -> None:

@@ -7,7 +7,8 @@ The schedule length is ``--steps``, else ``--epochs``, else derived from ``--tim
 the cosine schedule is sized to end at the budget); with ``--steps``/``--epochs`` the budget
 is a hard stop. Defaults adapt to the data (input scale, anchors: ``instseg.models.autoconfig``)
 and to the model (the zoo's recommended optimizer, lr, warm-up, clipping). ``--resume``
-continues DIR/last.pt exactly. Ctrl-C saves DIR/last.pt and exits (code 130).
+continues DIR/last.pt exactly (saved every ``--save-every`` minutes); a DIR that holds a run
+is refused unless ``--resume`` or ``--overwrite`` says what to do. Ctrl-C saves DIR/last.pt and exits (code 130).
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m instseg train ...`` (see
 ``instseg.engine.distributed``).
 """
@@ -184,7 +185,20 @@ def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Resume, seed, device, workers, input format and progress."""
-    p.add_argument("--resume", action="store_true", help="continue DIR/last.pt exactly")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue DIR/last.pt exactly (an error when DIR holds none, or holds a run of "
+        "another model or other data)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in DIR (without it, or --resume, such a DIR is refused)",
+    )  # fmt: skip
+    p.add_argument(
+        "--save-every", type=float, default=5.0, metavar="MINUTES",
+        help="save DIR/last.pt (with its step) this often; --resume continues from it "
+        "(default 5)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument(
@@ -220,6 +234,8 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
             return f"--{name.replace('_', '-')} must be positive"
     if not 0.0 <= args.val_split < 1.0:
         return "--val-split must be in [0, 1)"
+    if not args.save_every > 0:
+        return "--save-every must be positive (minutes)"
     return None
 
 
@@ -231,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from instseg.engine.distributed import cleanup
+    from instseg.engine.rundir import check_out_dir
     from instseg.engine.train import train
+
+    check_out_dir(args.out, args.resume, args.overwrite)  # before the data and the model
 
     main = int(os.environ.get("RANK", "0")) == 0
     train_set, val_set = _load_data(args)
@@ -315,7 +334,9 @@ def _train_config(
         num_workers=args.workers,
         augment=augment,
         eval_every=args.eval_every,
+        save_every_min=args.save_every,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
         clock_start=start,
     )
@@ -378,6 +399,11 @@ def build_for_training(
     last = Path(args.out) / "last.pt"
     if args.resume and last.is_file():  # same architecture as the interrupted run
         config = load_checkpoint(last)["config"]
+        if args.model in MODELS and args.model != config["name"]:
+            raise DataError(
+                last, "--model", f"--resume: this run trains {config['name']}, not {args.model}; "
+                "pass --overwrite to replace it or use another --out",
+            )  # fmt: skip
         return build_model(**config), training_recipe(config["name"], device)
     if args.init is not None:
         from instseg.inference.loading import init_model

@@ -15,12 +15,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instseg import masks as mask_codec
+from instseg.data.coco_checks import (
+    check_agreement,
+    check_area,
+    check_bbox,
+    check_id,
+    check_segmentation,
+    check_size,
+    segmentation_box,
+)
 from instseg.data.dataset import Annotation, Category, ImageRecord, InstanceDataset
+from instseg.data.image_paths import ImageResolver
 from instseg.data.io import image_size
 from instseg.errors import DataError, ErrorPolicy
 
 if TYPE_CHECKING:  # no torch at import: reading COCO files stays light
     from instseg.structures import Instances
+
+__all__ = ["check_segmentation", "coco_results", "instances_to_coco", "load_coco", "parse_coco", "read_json"]
 
 
 def read_json(path: str | Path) -> Any:
@@ -35,44 +47,8 @@ def read_json(path: str | Path) -> Any:
         raise DataError(p, None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError:
         raise DataError(p, None, "not valid JSON (not UTF-8 text)") from None
-
-
-def _polygon_area(flat: list[float]) -> float:
-    xs, ys = flat[0::2], flat[1::2]
-    n = len(xs)
-    return 0.5 * abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n)))
-
-
-def check_segmentation(segm: Any, height: int, width: int) -> str | None:
-    """Why a COCO ``segmentation`` is invalid for an image of ``height`` x ``width``, or None."""
-    if isinstance(segm, list):
-        if len(segm) == 0:
-            return "empty segmentation"
-        for k, poly in enumerate(segm):
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
-                return f"polygon {k} is not a list of numbers"
-            if len(poly) % 2:
-                return f"polygon {k} has an odd number of coordinates ({len(poly)})"
-            if len(poly) < 6:
-                return f"polygon {k} has {len(poly) // 2} points (needs at least 3)"
-            if _polygon_area(poly) <= 0:
-                return f"polygon {k} has zero area"
-        return None
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            return "RLE needs 'counts' and 'size'"
-        size = segm["size"]
-        if not (isinstance(size, list) and len(size) == 2):
-            return f"RLE size {size!r} is not [height, width]"
-        if (int(size[0]), int(size[1])) != (height, width):
-            return f"mask size {size[0]}x{size[1]} differs from image size {height}x{width}"
-        counts = segm["counts"]
-        if isinstance(counts, list) and sum(counts) != height * width:
-            return f"RLE counts sum to {sum(counts)}, expected {height * width}"
-        if not isinstance(counts, (list, str, bytes)):
-            return "RLE counts must be a list or a string"
-        return None
-    return f"segmentation must be polygons or RLE, got {type(segm).__name__}"
+    except RecursionError:
+        raise DataError(p, None, "not usable JSON (nested too deeply)") from None
 
 
 def _require(data: Any, path: Path) -> None:
@@ -94,21 +70,27 @@ def parse_coco(
 ) -> InstanceDataset:
     """Validate a parsed COCO dict and build a dataset.
 
-    ``file_name`` resolves against ``images_dir``, else the JSON's folder; absolute paths are
-    kept. ``check_images`` decodes every image fully (finds truncated files) and compares
+    ``file_name`` resolves against ``images_dir``, then the JSON's folder, then the standard
+    COCO siblings (:mod:`instseg.data.image_paths`); absolute paths are kept. ``check_images`` decodes every image fully (finds truncated files) and compares
     its size with the JSON's.
     """
     path = Path(path)
     _require(data, path)
     policy = ErrorPolicy(skip_invalid)
-    root = Path(images_dir) if images_dir is not None else path.parent
+    resolver = ImageResolver(path, images_dir)
     categories = _parse_categories(data["categories"], path)
-    records = _parse_images(data["images"], path, root, policy, check_images)
-    known_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    records = _parse_images(data["images"], path, resolver, policy, check_images)
+    known_image_ids = {
+        im.get("id") for im in data["images"] if isinstance(im, dict) and check_id(im.get("id"), "") is None
+    }
     seen_ann_ids: set[Any] = set()
     for k, a in enumerate(data["annotations"]):
         if not isinstance(a, dict) or "id" not in a:
             policy.fail(DataError(path, f"annotations[{k}]", "annotation without 'id'"))
+            continue
+        problem = check_id(a["id"], "id")
+        if problem:
+            policy.fail(DataError(path, f"annotations[{k}]", problem))
             continue
         if a["id"] in seen_ann_ids:
             raise DataError(path, f"annotation id={a['id']}", "duplicate annotation id")
@@ -124,19 +106,22 @@ def parse_coco(
 
 
 def _parse_categories(items: list[Any], path: Path) -> dict[int, Category]:
-    """Category id -> :class:`Category`; DataError for a missing or duplicate id."""
+    """Category id -> :class:`Category`; DataError for a missing, bad or duplicate id."""
     categories: dict[int, Category] = {}
     for k, c in enumerate(items):
         if not isinstance(c, dict) or "id" not in c:
             raise DataError(path, f"categories[{k}]", "category without 'id'")
+        problem = check_id(c["id"], "id")
+        if problem:
+            raise DataError(path, f"categories[{k}]", problem)
         if c["id"] in categories:
             raise DataError(path, f"category id={c['id']}", "duplicate category id")
-        categories[c["id"]] = Category(int(c["id"]), str(c.get("name", c["id"])), str(c.get("supercategory", "")))
+        categories[c["id"]] = Category(c["id"], str(c.get("name", c["id"])), str(c.get("supercategory", "")))
     return categories
 
 
 def _parse_images(
-    items: list[Any], path: Path, root: Path, policy: ErrorPolicy, check_images: bool
+    items: list[Any], path: Path, resolver: ImageResolver, policy: ErrorPolicy, check_images: bool
 ) -> dict[int, ImageRecord]:
     """Image id -> :class:`ImageRecord` (no annotations yet); bad entries go to ``policy``."""
     records: dict[int, ImageRecord] = {}
@@ -144,18 +129,30 @@ def _parse_images(
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             policy.fail(DataError(path, f"images[{k}]", "image entry needs 'id' and 'file_name'"))
             continue
+        problem = check_id(im["id"], "id")
+        if problem is None and not (isinstance(im["file_name"], str) and im["file_name"]):
+            problem = f"file_name {im['file_name']!r} is not a file name"
+        if problem:
+            policy.fail(DataError(path, f"images[{k}]", problem))
+            continue
         item = f"image id={im['id']} ({im['file_name']})"
         if im["id"] in records:
             raise DataError(path, item, "duplicate image id")
-        file_path = Path(im["file_name"])
-        if not file_path.is_absolute():
-            file_path = root / file_path
+        h, w = im.get("height"), im.get("width")
+        problem = check_size(h, w)
+        file_path = resolver.find(im["file_name"])
+        if problem is None and file_path is None:
+            problem = resolver.not_found()
+        if problem:
+            policy.fail(DataError(path, item, problem))
+            continue
+        assert file_path is not None
         try:
-            h, w = _image_size(file_path, im.get("height"), im.get("width"), check_images)
+            h, w = _image_size(file_path, h, w, check_images)
         except DataError as err:
             policy.fail(DataError(path, item, str(err)))
             continue
-        records[im["id"]] = ImageRecord(int(im["id"]), str(im["file_name"]), file_path, h, w)
+        records[im["id"]] = ImageRecord(im["id"], im["file_name"], file_path, h, w)
     return records
 
 
@@ -168,8 +165,6 @@ def _image_size(file_path: Path, h: Any, w: Any, check_images: bool) -> tuple[in
                 file_path, None, f"image is {real[0]}x{real[1]} but the JSON says {h}x{w}"
             )
         return real
-    if not file_path.is_file():
-        raise DataError(file_path, None, "image file not found")
     return int(h), int(w)
 
 
@@ -186,19 +181,30 @@ def _annotation(
     for key in ("image_id", "category_id", "segmentation"):
         if key not in a:
             raise DataError(path, item, f"missing '{key}'")
-    img_id = a["image_id"]
+    img_id, cat_id = a["image_id"], a["category_id"]
+    problem = check_id(img_id, "image_id") or check_id(cat_id, "category_id")
+    if problem:
+        raise DataError(path, item, problem)
     if img_id not in known_image_ids:
         raise DataError(path, item, f"image_id {img_id} is not in 'images'")
     if img_id not in records:  # image itself was skipped
         return None
-    if a["category_id"] not in categories:
-        raise DataError(path, item, f"category_id {a['category_id']} is not declared in 'categories'")
+    if cat_id not in categories:
+        raise DataError(path, item, f"category_id {cat_id} is not declared in 'categories'")
     rec = records[img_id]
     segm = a["segmentation"]
+    bbox, area, crowd = a.get("bbox"), a.get("area"), a.get("iscrowd", 0)
     problem = check_segmentation(segm, rec.height, rec.width)
+    if problem is None and bbox is not None:
+        problem = check_bbox(bbox) or check_agreement(bbox, segmentation_box(segm, rec.height, rec.width))
+    if problem is None and area is not None:
+        problem = check_area(area)
+    if problem is None and crowd not in (0, 1):
+        problem = f"iscrowd {crowd!r} is not 0 or 1"
+    if problem is None and a.get("track_id") is not None:
+        problem = check_id(a["track_id"], "track_id")
     if problem:
         raise DataError(path, item, problem)
-    bbox, area = a.get("bbox"), a.get("area")
     if bbox is None or area is None:
         rle = mask_codec.segmentation_to_rle(segm, rec.height, rec.width)
         bbox = bbox if bbox is not None else list(mask_codec.rle_boxes_xywh([rle])[0])
@@ -206,11 +212,11 @@ def _annotation(
     return Annotation(
         id=a["id"],
         image_id=img_id,
-        category_id=int(a["category_id"]),
+        category_id=cat_id,
         segmentation=segm,
         bbox=[float(v) for v in bbox],
         area=float(area),
-        iscrowd=int(a.get("iscrowd", 0)),
+        iscrowd=int(crowd),
         track_id=a.get("track_id"),
     )
 

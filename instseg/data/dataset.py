@@ -20,6 +20,7 @@ import numpy as np
 
 from instseg import masks as mask_codec
 from instseg.data.io import read_image
+from instseg.errors import DataError
 
 if TYPE_CHECKING:
     from instseg.structures import Instances
@@ -152,8 +153,17 @@ class InstanceDataset:
         return sum(len(r.annotations) for r in self.images)
 
     def load_image(self, index: int) -> np.ndarray:
-        """RGB uint8 ``(H, W, 3)`` of image ``index``."""
-        return read_image(self.images[index].path)
+        """RGB uint8 ``(H, W, 3)`` of image ``index``; DataError when the file's size is not
+        the annotations' (``height`` x ``width``)."""
+        rec = self.images[index]
+        image = read_image(rec.path)
+        if image.shape[:2] != (rec.height, rec.width):
+            raise DataError(
+                self.source, f"image id={rec.id} ({rec.file_name})",
+                f"the file {rec.path} is {image.shape[0]}x{image.shape[1]} but the annotations "
+                f"say {rec.height}x{rec.width}",
+            )  # fmt: skip
+        return image
 
     def instances(self, index: int) -> Instances:
         """Ground truth of image ``index`` as ``Instances`` (masks decoded, scores 1)."""

@@ -167,7 +167,7 @@ def instance_samples(root: Path) -> list[tuple[str, list[Path], Path]]:
 def _read_binary_mask(path: Path) -> np.ndarray:
     """``(H, W)`` array of a mask file, nonzero = object (colour channels OR-ed, alpha ignored)."""
     arr: Any = None
-    if path.suffix.lower() in (".png", ".bmp"):
+    if path.suffix.lower() in (".png", ".bmp") and _header_ok(path):
         import cv2  # much faster than PIL on thousands of small PNGs
 
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -176,6 +176,18 @@ def _read_binary_mask(path: Path) -> np.ndarray:
     if arr.ndim == 3:
         return np.any(arr[..., :3] != 0, axis=-1)
     return np.asarray(arr)
+
+
+def _header_ok(path: Path) -> bool:
+    """The file's header (read by PIL, lazily) names an image of positive size: OpenCV spends
+    seconds on some corrupt headers (fuzzing found a PNG of height 0), PIL fails at once."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size[0] > 0 and img.size[1] > 0
+    except Exception:  # the reader then reports PIL's reason
+        return False
 
 
 def _mask_rle(path: Path, size: tuple[int, int]) -> dict[str, Any] | str | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from instseg.data.coco import read_json
+from instseg.data.coco_checks import check_polygon_extent
 from instseg.data.dataset import Category, InstanceDataset
 from instseg.data.readers_common import (
     DEFAULT_CLASS,
@@ -220,12 +221,18 @@ def via_polygon(shape: Any) -> list[float] | str:
             poly = [float(v) for xy in zip(xs, ys) for v in xy]
         elif kind == "rect":
             x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+            if w < 0 or h < 0:
+                return f"rect has negative {'width' if w < 0 else 'height'} {min(w, h):g}"
             poly = [x, y, x + w, y, x + w, y + h, x, y + h]
         elif kind == "circle":
             r = float(shape["r"])
+            if r < 0:
+                return f"circle has negative radius {r:g}"
             poly = _ellipse(float(shape["cx"]), float(shape["cy"]), r, r)
         elif kind == "ellipse":
             cx, cy, rx, ry = (float(shape[k]) for k in ("cx", "cy", "rx", "ry"))
+            if rx < 0 or ry < 0:
+                return f"ellipse has a negative radius ({rx:g}, {ry:g})"
             poly = _ellipse(cx, cy, rx, ry, float(shape.get("theta", 0)))
         else:
             return f"unsupported shape {kind!r} (polygon, rect, circle, ellipse)"
@@ -266,6 +273,8 @@ def read_via(
     if not is_via(data):
         raise DataError(path, None, "not a VIA file: expected {key: {'filename', 'regions'}}")
     entries = data.get("_via_img_metadata", data)
+    if not isinstance(entries, dict):
+        raise DataError(path, "_via_img_metadata", f"must be an object, got {type(entries).__name__}")
     root = Path(images_dir) if images_dir is not None else path.parent
     default = class_name or DEFAULT_CLASS
     b = DatasetBuilder(path, skip_invalid)
@@ -298,6 +307,8 @@ def read_via(
         for rid, region in regions:
             shape = region.get("shape_attributes") if isinstance(region, dict) else None
             poly = via_polygon(shape)
+            if not isinstance(poly, str) and check_polygon_extent(poly, h, w):
+                poly = f"polygon {check_polygon_extent(poly, h, w)}"
             if isinstance(poly, str):
                 b.fail(path, f"{item} region {rid}", poly)
                 continue

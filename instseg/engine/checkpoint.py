@@ -123,6 +123,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DataError(p, None, f"cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise DataError(p, None, "not an instseg checkpoint (needs 'model' and 'config')")
+    model, config = ckpt["model"], ckpt["config"]
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
+        raise DataError(p, "model", "not a state dict (names -> tensors)")
+    if not isinstance(config, dict) or not isinstance(config.get("name", ""), str):
+        raise DataError(p, "config", "not a model config (an object with a 'name')")
     return ckpt
 
 

@@ -51,8 +51,9 @@ class TrainConfig:
     augment: str | AugmentConfig | None = "default"
     eval_every: int | None = None  # steps; default: each epoch, at most ~8 evaluations
     log_every: int = 10
-    save_every_min: float = 10.0
-    resume: bool = False
+    save_every_min: float = 5.0  # minutes between saves of last.pt (with its step)
+    resume: bool = False  # continue out_dir/last.pt exactly; an error when there is none
+    overwrite: bool = False  # replace a run already in out_dir (else it is refused)
     progress: bool = True
     clock_start: float | None = None  # time.time() the budget counts from (default: train())
 

@@ -27,7 +27,7 @@ class MetricsLog:
             kept = [
                 line
                 for line in self.path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= resume_step
+                if (rec := _record(line)) is not None and rec.get("step", math.inf) <= resume_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
 
@@ -36,7 +36,17 @@ class MetricsLog:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        records = (_record(line) for line in self.path.read_text().splitlines())
+        return [r for r in records if r is not None]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """A log line's object; None for a blank or partial line (a killed run's last write)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def plot_curves(records: list[dict[str, Any]], out: str | Path) -> Path | None:

@@ -22,6 +22,10 @@ from the mean step time so far), so the cosine schedule ends at the budget
 (:class:`instseg.engine.optim.BudgetPlan`). With ``steps``/``epochs``
 the budget is a hard stop. A resumed run keeps the interrupted run's plan.
 
+Periodic saves: ``last.pt`` (with its ``step``) every ``save_every_min`` minutes (default 5),
+atomically, so a killed run resumes from its last complete save; the folder's rules (no
+silent resume, no training over another run, ``overwrite``) are in :mod:`instseg.engine.rundir`.
+
 Ctrl-C / SIGTERM: the current step finishes, ``last.pt`` is saved, ``train`` returns with
 ``reason == "interrupted"`` (a second Ctrl-C aborts at once).
 """
@@ -43,6 +47,7 @@ from instseg.data.loader import ResumableSampler, TrainingDataset, build_loader
 from instseg.data.transforms import build_transform
 from instseg.device import resolve_device
 from instseg.engine import distributed as du
+from instseg.engine import rundir
 from instseg.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from instseg.engine.config import (
     StopSignals,
@@ -77,6 +82,7 @@ def train(
     """
     if val_set is not None and len(val_set) == 0:
         val_set = None
+    rundir.check_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # see instseg.engine.rundir
     run = _Run(model, train_set, cfg, val_set)
     if cfg.resume:
         run.resume()
@@ -102,6 +108,11 @@ class _Run:
         self.object_size = learnt_object_size(config, data)  # stored in every checkpoint
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = rundir.data_fingerprint(data)  # stored in checkpoints: resume checks it
+        if self.main:
+            if cfg.overwrite:
+                rundir.clear_run(self.out)
+            rundir.remove_stray_temps(self.out)  # a save killed before its rename: never loaded
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         torch.manual_seed(cfg.seed + self.info.rank)  # per-rank stream for the model's sampling
         model.to(self.device).train()
@@ -147,10 +158,10 @@ class _Run:
     def resume(self) -> None:
         """Continue ``last.pt`` exactly (weights, optimizer, scaler, RNG, step, plan)."""
         if not self.last_path.is_file():
-            if self.main:
-                print(f"no {self.last_path} to resume from: starting from scratch", flush=True)
-            return
+            raise rundir.RunDirError(f"--resume: no checkpoint (looked for {self.last_path})")
         ck = load_checkpoint(self.last_path, map_location="cpu")  # load_state_dict moves it
+        config = dict(getattr(self.model, "config", {}) or {})
+        rundir.check_same_run(ck, self.last_path, config, self.fingerprint)
         self.model.load_state_dict(ck.get("model_train", ck["model"]))
         if self.ema is not None:
             self.ema.load_state_dict(ck["model"])
@@ -224,7 +235,7 @@ class _Run:
                 return "time budget"
             if self.step >= self.plan.total:
                 break
-            if elapsed - self.last_save > self.cfg.save_every_min * 60:
+            if elapsed - self.last_save >= self.cfg.save_every_min * 60:
                 self.save_last()
                 self.last_save = elapsed
         return "done"
@@ -373,6 +384,7 @@ class _Run:
             "plan": plan,
             "train_config": self.cfg.to_dict(),
             "object_size": self.object_size,
+            "data": self.fingerprint,
         }
         if self.last_eval is not None and self.eval_step == self.step:  # chosen on these weights
             ck["score_cutoff"] = self.last_eval.get("score_cutoff")

@@ -10,6 +10,7 @@ rasterized with ``pycocotools.mask.frPyObjects`` (+ ``merge``), ground truth kee
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from instseg.data.coco import read_json
+from instseg.data.coco_checks import check_polygon_extent
 from instseg.errors import DataError
 
 
@@ -62,8 +64,15 @@ def load_dt(dt: list | str | Path) -> tuple[list, str]:
 
 
 def _to_rle(segm: Any, h: Any, w: Any) -> dict:
-    """``COCO.annToRLE``: polygons -> frPyObjects + merge, uncompressed RLE -> frPyObjects."""
+    """``COCO.annToRLE``: polygons -> frPyObjects + merge, uncompressed RLE -> frPyObjects.
+
+    ValueError for polygons far outside the image (pycocotools' memory grows with the
+    polygon's length: 1e8 would exhaust the machine), see ``check_polygon_extent``."""
     if isinstance(segm, list):
+        for poly in segm:
+            far = check_polygon_extent(poly, int(h), int(w)) if isinstance(poly, list) and poly else None
+            if far:
+                raise ValueError(f"a polygon {far}")
         return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
     if isinstance(segm["counts"], list):
         return mask_utils.frPyObjects(segm, h, w)
@@ -129,9 +138,28 @@ def gt_annotations(
 
 
 def _number(value: Any, what: str, name: str, item: str) -> float:
+    """A finite number, or a DataError (NaN / Infinity, as Python's json writes them, too)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(name, item, f"{what} {value!r} is not a number")
-    return float(value)
+        raise DataError(name, item, f"{what} {_short(value)} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(name, item, f"{what} is {value} (not a finite number)")
+    try:
+        return float(value)
+    except OverflowError:
+        raise DataError(name, item, f"{what} {_short(value)} is too large") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dt_box(ann: dict, name: str, item: str) -> list[float]:
+    """A detection's ``bbox``: 4 finite numbers, width and height >= 0."""
+    bb = _box(ann, name, item)
+    if bb[2] < 0 or bb[3] < 0:
+        raise DataError(name, item, f"bbox {ann['bbox']} has a negative width or height")
+    return bb
 
 
 def _box(ann: dict, name: str, item: str) -> list[float]:
@@ -140,7 +168,7 @@ def _box(ann: dict, name: str, item: str) -> list[float]:
         raise DataError(name, item, "missing 'bbox'")
     bb = ann["bbox"]
     if not isinstance(bb, (list, tuple)) or len(bb) != 4:
-        raise DataError(name, item, f"bbox {bb!r} is not [x, y, w, h]")
+        raise DataError(name, item, f"bbox {_short(bb)} is not [x, y, w, h]")
     return [_number(v, "bbox value", name, item) for v in bb]
 
 
@@ -199,13 +227,12 @@ def dt_annotations(
         for key in ("image_id", "category_id", "score"):
             if key not in ann:
                 raise DataError(name, item, f"missing '{key}'")
-        image_id, cat_id, score = ann["image_id"], ann["category_id"], ann["score"]
-        if image_id not in gt_images:
-            raise DataError(name, item, f"image_id {image_id!r} is not in the ground truth")
-        if cat_id not in all_cats:
-            raise DataError(name, item, f"category_id {cat_id!r} is not in the ground truth")
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise DataError(name, item, f"score {score!r} is not a number")
+        image_id, cat_id = ann["image_id"], ann["category_id"]
+        if not _hashable(image_id) or image_id not in gt_images:
+            raise DataError(name, item, f"image_id {_short(image_id)} is not in the ground truth")
+        if not _hashable(cat_id) or cat_id not in all_cats:
+            raise DataError(name, item, f"category_id {_short(cat_id)} is not in the ground truth")
+        score = _number(ann["score"], "score", name, item)
         ii = img_index.get(image_id)
         ci = cat_index.get(cat_id)
         if ii is None or ci is None:
@@ -232,6 +259,11 @@ def dt_annotations(
     return _pack(rows, geom, iou_type, use_cats, np.asarray(scores, dtype=np.float64))
 
 
+def _hashable(value: Any) -> bool:
+    """A JSON value that can be an id (not a list or an object)."""
+    return not isinstance(value, (list, dict))
+
+
 def _areas(rles: list) -> np.ndarray:
     """``maskUtils.area`` of many RLEs (chunks of 255: pycocotools 2.0.11 overflows above)."""
     parts = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
@@ -248,15 +280,16 @@ def _dt_geometry(
     if box_mode:
         if "bbox" not in ann:
             raise DataError(name, item, "missing 'bbox' (the first result has one)")
-        bb = _box(ann, name, item)
+        bb = _dt_box(ann, name, item)
         area = bb[2] * bb[3]
         if iou_type == "bbox":
             return bb, area
         segm = ann.get("segmentation")
-        if segm is None:
-            x1, x2, y1, y2 = bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]
-            segm = [[x1, y1, x1, y2, x2, y2, x2, y1]]
         h, w = _image_hw(gt_images, ann["image_id"], name, item)
+        if segm is None:  # the box's polygon, clamped to the image +-1 px: the same pixels
+            x1, x2 = (min(max(v, -1.0), float(w) + 1.0) for v in (bb[0], bb[0] + bb[2]))
+            y1, y2 = (min(max(v, -1.0), float(h) + 1.0) for v in (bb[1], bb[1] + bb[3]))
+            segm = [[x1, y1, x1, y2, x2, y2, x2, y1]]
         return _to_rle(segm, h, w), area
     if "segmentation" not in ann:
         raise DataError(name, item, "missing 'segmentation' (and the first result has no 'bbox')")
@@ -271,5 +304,5 @@ def _dt_geometry(
         raise DataError(name, item, f"mask size {size} differs from the image's {[img['height'], img['width']]}")
     masks.append(segm)
     if iou_type == "bbox":
-        return (_box(ann, name, item) if "bbox" in ann else None), 0.0
+        return (_dt_box(ann, name, item) if "bbox" in ann else None), 0.0
     return segm, 0.0

@@ -18,6 +18,9 @@ KNOBS = {"n_img": 4, "n_cat": 3, "max_gt": 6, "max_dt": 10, "p_crowd": 0.2, "tie
          "shuffle": True, "first_gt_id": 1, "det_format": "both", "p_dup": 0.0}
 
 
+_DET = {"image_id": 582000, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}  # in the fixture's GT
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path, dict, list]:
     gt, dets = make_case(np.random.default_rng(3), KNOBS)
@@ -54,6 +57,16 @@ def test_per_class_and_plots(files: tuple, tmp_path: Path, capsys: pytest.Captur
         ([{"image_id": 12345, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}], "result 0: image_id 12345 is not in the ground truth"),
         ([{"image_id": None, "bbox": [0, 0, 1, 1], "score": 1}], "result 0: missing 'category_id'"),
         ({"images": []}, "not a COCO results file"),
+        ([_DET, {**_DET, "score": float("nan")}], "result 1: score is nan (not a finite number)"),
+        ([{**_DET, "score": float("inf")}], "result 0: score is inf (not a finite number)"),
+        ([{**_DET, "score": "0.9"}], "result 0: score '0.9' is not a number"),
+        ([_DET, _DET, {**_DET, "bbox": [0, float("nan"), 1, 1]}], "result 2: bbox value is nan"),
+        ([{**_DET, "bbox": [0, 0, -1, 1]}], "result 0: bbox [0, 0, -1, 1] has a negative width or height"),
+        ([{**_DET, "bbox": [0, 0, 1]}], "result 0: bbox [0, 0, 1] is not [x, y, w, h]"),
+        ([_DET, {"image_id": 582000, "category_id": 3, "bbox": [0, 0, 1, 1]}], "result 1: missing 'score'"),
+        ([{**_DET, "image_id": [1]}], "result 0: image_id [1] is not in the ground truth"),
+        ([{**_DET, "category_id": 999}], "result 0: category_id 999 is not in the ground truth"),
+        ([_DET, {"image_id": 582000, "category_id": 3, "score": 1}], "result 1: missing 'bbox' (the first result has one)"),
     ],
 )
 def test_bad_input_exits_1_with_one_line(files: tuple, tmp_path: Path, capsys: pytest.CaptureFixture, pred: object, expected: str) -> None:
@@ -101,3 +114,22 @@ def test_matching_flag_runs(files: tuple, tmp_path: Path, capsys: pytest.Capture
 def test_model_flag_needs_data(capsys: pytest.CaptureFixture) -> None:
     assert main(["eval", "--model", "somewhere"]) == 2
     assert "--model needs --data" in capsys.readouterr().err
+
+
+def test_boxes_reaching_out_of_the_image_rasterize_as_pycocotools(files: tuple) -> None:
+    """Box-only results evaluated as segm: the box polygon is clamped to the image +-1 px
+    before rasterizing (the same pixels; a box 1e12 px wide would exhaust the memory)."""
+    from instseg.evaluation.coco_eval import evaluate
+
+    _, _, gt, dets = files
+    rng = np.random.default_rng(5)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    boxes = []
+    for d in dets:
+        h, w = sizes[d["image_id"]]
+        x, y = float(rng.uniform(-w, w)), float(rng.uniform(-h, h))
+        boxes.append({k: d[k] for k in ("image_id", "category_id", "score")}
+                     | {"bbox": [x, y, float(rng.uniform(0, 2 * w)), float(rng.uniform(0, 2 * h))]})  # fmt: skip
+    assert list(evaluate(gt, boxes, "segm").stats) == list(oracle(gt, boxes, "segm").stats)
+    huge = [{**boxes[0], "bbox": [-1e12, -1e12, 3e12, 3e12]}]
+    assert evaluate(gt, huge, "segm").stats is not None  # one whole-image mask, at once

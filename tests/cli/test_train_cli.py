@@ -116,6 +116,37 @@ def test_resume_continues_to_a_longer_schedule(coco: Path, tmp_path: Path) -> No
     assert steps == sorted(steps) and steps[-1] == 4
 
 
+def test_no_silent_resume_and_no_training_over_a_run(
+    coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from instseg.engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    assert _train(coco, out, "--steps", "1", "--resume") == 1  # nothing to resume
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"looked for {out / 'last.pt'}" in err
+    assert not (out / "last.pt").exists()
+    assert _train(coco, out, "--steps", "2") == 0
+    capsys.readouterr()
+    assert _train(coco, out, "--steps", "1") == 1  # a run is there: say what to do
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume" in err and "--overwrite" in err
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # untouched
+    assert _train(coco, out, "--steps", "3", "--resume", "--overwrite") == 1
+    assert "exclude each other" in capsys.readouterr().err
+    assert _train(coco, out, "--steps", "3", "--resume", "--model", "maskrcnn_r18_fpn") == 1
+    assert "this run trains tiny, not maskrcnn_r18_fpn" in capsys.readouterr().err
+    other = make_shapes_dataset(tmp_path / "other", n_images=4).save_coco(tmp_path / "other.json")
+    assert _train(other, out, "--steps", "3", "--resume") == 1  # other data
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained on other data (images 6 -> 4" in err
+    assert _train(other, out, "--steps", "1", "--overwrite") == 0  # replaced: a new run
+    assert load_checkpoint(out / "last.pt")["step"] == 1
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1]
+    assert _train(other, out, "--steps", "1", "--save-every", "0") == 2
+
+
 def test_usage_and_data_errors(
     coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -338,6 +369,7 @@ def test_init_from_the_shipped_model_with_another_class_set(
     assert report.name == "maskrcnn_r50_fpn_torchvision" and len(report.fresh) == 6
     assert model.training and model.num_classes == 2  # type: ignore[union-attr]
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    assert main([*args[:3], "--init", str(tmp_path / "junk.pt"), *args[5:]]) == 1
+    junk = [*args[:3], "--init", str(tmp_path / "junk.pt"), *args[5:], "--out", str(tmp_path / "j")]
+    assert main(junk) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "junk.pt" in err

@@ -78,7 +78,32 @@ BAD_CASES: list[tuple[str, Any, str]] = [
     ("duplicate_category", "dup_cat", "category id=1: duplicate category id"),
     ("missing_file", "no_file", "image id=2 (b.png)"),
     ("truncated_image", "trunc", "image id=2 (b.png)"),
+    ("negative_bbox", "bbox_neg", "annotation id=2: bbox has negative width -5"),
+    ("negative_bbox_h", "bbox_neg_h", "annotation id=2: bbox has negative height -1"),
+    ("nan_bbox", "bbox_nan", "annotation id=2: bbox [5, nan, 4, 4] has non-finite"),
+    ("short_bbox", "bbox_short", "annotation id=2: bbox [5, 5, 4] is not [x, y, width, height]"),
+    ("nan_area", "area_nan", "annotation id=2: area is nan"),
+    ("negative_area", "area_neg", "annotation id=2: area is negative (-3)"),
+    ("bbox_far_from_mask", "bbox_far", "annotation id=2: bbox [20, 12, 4, 4] disagrees with the segmentation"),
+    ("nan_polygon", "poly_nan", "annotation id=2: polygon 0 has non-finite"),
+    ("size_differs", "size_wrong", "image id=2 (b.png)"),
+    ("bad_height", "height_str", "image id=2 (b.png): height '20' is not a positive integer"),
+    ("string_image_id", "id_str", "images[1]: id 'two' is not an integer"),
+    ("bad_iscrowd", "crowd_7", "annotation id=2: iscrowd 7 is not 0 or 1"),
 ]
+
+
+_ANN_EDITS: dict[str, dict[str, Any]] = {
+    "bbox_neg": {"bbox": [9, 5, -5, 4]},
+    "bbox_neg_h": {"bbox": [5, 5, 4, -1]},
+    "bbox_nan": {"bbox": [5, float("nan"), 4, 4]},
+    "bbox_short": {"bbox": [5, 5, 4]},
+    "area_nan": {"area": float("nan")},
+    "area_neg": {"area": -3},
+    "bbox_far": {"bbox": [20, 12, 4, 4]},  # the mask is inside [5, 5, 4, 4]
+    "poly_nan": {"segmentation": [[5, 5, 9, 5, float("inf"), 9]]},
+    "crowd_7": {"iscrowd": 7},
+}
 
 
 def make_bad(tmp: Path, kind: Any) -> Path:
@@ -104,6 +129,14 @@ def make_bad(tmp: Path, kind: Any) -> Path:
         d["categories"][1]["id"] = 1
     elif kind == "no_file":
         (tmp / "b.png").unlink()
+    elif kind in _ANN_EDITS:
+        ann2.update(_ANN_EDITS[kind])
+    elif kind == "size_wrong":
+        d["images"][1]["height"] = 40
+    elif kind == "height_str":
+        d["images"][1]["height"] = "20"
+    elif kind == "id_str":
+        d["images"][1]["id"] = "two"
     elif kind == "trunc":
         data = (tmp / "b.png").read_bytes()
         (tmp / "b.png").write_bytes(data[: len(data) // 2])
@@ -124,7 +157,10 @@ def test_bad_input_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("kind", ["ann_image_99", "poly_2pts", "poly_flat", "rle_size", "cat_7", "no_file", "trunc"])
+SKIPPABLE = ["ann_image_99", "poly_2pts", "poly_flat", "rle_size", "cat_7", "no_file", "trunc", *_ANN_EDITS, "size_wrong", "height_str"]
+
+
+@pytest.mark.parametrize("kind", SKIPPABLE)
 def test_skip_invalid_warns_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     path = make_bad(tmp_path, kind)
     with pytest.warns(InvalidItemWarning):
@@ -179,3 +215,32 @@ def test_coco_results_map_labels_and_refuse_unknown_ones() -> None:
     for label in (2, -1):
         with pytest.raises(ValueError, match=f"label {label} has no category id"):
             coco_results(7, [[0, 0, 1, 1]], [label], [1.0], [5, 9])
+
+
+def test_info_refuses_a_negative_bbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = base_coco(tmp_path)
+    d["annotations"][0]["id"] = 7
+    d["annotations"][0]["bbox"] = [1, 1, -5, 5]
+    path = dump(tmp_path, d)
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{path}: annotation id=7: bbox has negative width -5"), err
+
+
+def test_boxes_that_overlap_little_but_contain_the_mask_pass(tmp_path: Path) -> None:
+    d = base_coco(tmp_path)
+    ann = d["annotations"][1]  # the mask's box is [5, 5, 4, 4]
+    ann["bbox"] = [0, 0, 30, 20]  # IoU 0.03, but it contains the mask: a loose box, kept
+    ann["area"] = 8.0
+    d["annotations"][0]["bbox"] = [2, 2, 10, 8]
+    ds = load_coco(dump(tmp_path, d), check_images=True)
+    assert ds.images[1].annotations[0].bbox == [0.0, 0.0, 30.0, 20.0]
+
+
+def test_a_file_of_another_size_is_refused_when_read(tmp_path: Path) -> None:
+    d = base_coco(tmp_path)
+    path = dump(tmp_path, d)
+    ds = load_coco(path)  # headers are not compared without check_images
+    write_image(tmp_path / "b.png", 24, 30)  # the file changed after reading the JSON
+    with pytest.raises(DataError, match=r"image id=2 \(b.png\): the file .* is 24x30 but the annotations say 20x30"):
+        ds.load_image(1)

@@ -233,3 +233,40 @@ def test_budget_plan_refresh_follows_slower_steps() -> None:
     assert not plan.refresh(step, clock, interval=None)  # nothing new: unchanged
     explicit = BudgetPlan(50, budget_s=100.0, eval_images=0, batch_size=2)
     assert not explicit.refresh(30, 90.0, interval=None) and explicit.total == 50
+
+
+def test_save_every_writes_last_with_its_step(shapes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert TrainConfig(out_dir=tmp_path).save_every_min == 5.0  # the default
+    saved: list[int] = []
+
+    def cb(state: TrainState) -> None:  # last.pt as it is on disk during the run
+        last = tmp_path / "last.pt"
+        saved.append(load_checkpoint(last)["step"] if last.exists() else -1)
+
+    train(_model(), shapes.subset([0, 1]), _cfg(tmp_path, save_every_min=1e-9), callbacks=[cb])
+    assert saved == [-1, 1, 2, 3]  # saved after every step (the callback runs before the save)
+    quiet = tmp_path / "quiet"
+    saved.clear()
+    train(_model(), shapes.subset([0, 1]), _cfg(quiet, save_every_min=60.0),
+          callbacks=[lambda s: saved.append(int((quiet / "last.pt").exists()))])  # fmt: skip
+    assert saved == [0, 0, 0, 0] and load_checkpoint(quiet / "last.pt")["step"] == 4
+
+
+def test_out_dir_rules(shapes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from instseg.engine.rundir import RunDirError
+
+    data = shapes.subset([0, 1])
+    with pytest.raises(RunDirError, match=f"looked for {tmp_path / 'last.pt'}"):
+        train(_model(), data, _cfg(tmp_path, steps=1, resume=True))
+    train(_model(), data, _cfg(tmp_path, steps=1))
+    (tmp_path / ".last.pt.999.tmp").write_bytes(b"half a checkpoint")
+    with pytest.raises(RunDirError, match="already holds a training run"):
+        train(_model(), data, _cfg(tmp_path, steps=1))
+    with pytest.raises(RunDirError, match="trained on other data"):
+        train(_model(), shapes.subset([2, 3]), _cfg(tmp_path, steps=2, resume=True))
+    with pytest.raises(RunDirError, match=r"run of tiny \(2 classes\), not tiny \(3 classes\)"):
+        train(build_tiny(num_classes=3), data, _cfg(tmp_path, steps=2, resume=True))
+    res = train(_model(), data, _cfg(tmp_path, steps=2, resume=True))
+    assert res.step == 2 and not (tmp_path / ".last.pt.999.tmp").exists()
+    res = train(_model(), data, _cfg(tmp_path, steps=1, overwrite=True))
+    assert res.step == 1 and load_checkpoint(tmp_path / "last.pt")["step"] == 1

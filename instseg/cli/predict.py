@@ -1,7 +1,8 @@
 """Predict instances with a trained model: on a dataset, or on files, folders, globs and videos.
 
     instseg predict --data GT.json --model DIR --out P
-    instseg predict SOURCE [SOURCE ...] --model DIR --out P
+    instseg predict SOURCE [SOURCE ...] --model DIR --out P [--resume]
+    instseg predict SOURCE --model DIR --out P --engine ray [--address auto] [--actors N]
 
 ``--data`` writes ``P/results.json``: a COCO results list over every image of the dataset
 (its image ids; category ids mapped back from the model's labels; segmentation as compressed
@@ -11,6 +12,8 @@ RLE; bbox xywh; score), so ``instseg eval GT.json P/results.json`` just works.
 the end and make the exit code 1. ``--model`` is a checkpoint file, a training folder
 (best.pt, else last.pt), a shipped model name (``nuclei``, offline) or a ``.onnx`` file from
 ``instseg export`` (run with ``--backend onnxruntime|openvino`` on ``--threads`` cores).
+``--resume`` finishes an interrupted run (the images done are skipped); ``--engine ray`` runs
+:func:`instseg.inference.predict_ray` (Ray actors, local or a cluster; it always resumes).
 
 Score cut-off: the model's stored one (F1@0.5-best on its validation images), ``--calibrate``'s
 or ``--score-threshold``'s applies to label images, overlays and ``instances.csv``;
@@ -71,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_inference_arguments(p)
     g = p.add_argument_group("SOURCE mode")
     g.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    g.add_argument(
+        "--resume", action="store_true",
+        help="finish an earlier run into --out: skip the images it completed (same SOURCE and "
+        "options; its failed images are tried again); --engine ray always resumes",
+    )  # fmt: skip
     g.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     g.add_argument("--tile", type=int, default=None, metavar="N", help="tile images larger than N px")
     g.add_argument("--tile-overlap", type=int, default=128, metavar="N", help="tile overlap (px)")
@@ -79,6 +87,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     g.add_argument("--no-csv", action="store_true", help="do not write instances.csv")
     g.add_argument("--semantic", action="store_true", help="also write semantic label maps")
+    _add_engine_arguments(p)
+
+
+def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine (SOURCE mode)")
+    g.add_argument(
+        "--engine", default="local", choices=("local", "ray"),
+        help="local: this process (default); ray: Ray actors on this machine or a cluster "
+        "(pip install 'instseg[ray]'; images only, also a COCO .json or a .txt list of "
+        "paths/URIs; every node must read the inputs and write --out)",
+    )  # fmt: skip
+    g.add_argument(
+        "--address", default=None, metavar="ADDR",
+        help="Ray cluster to join: auto or HOST:PORT (default: start Ray on this machine)",
+    )  # fmt: skip
+    g.add_argument("--actors", type=int, default=1, metavar="N", help="Ray actors (default 1)")
+    g.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, metavar="F",
+        help="GPUs per Ray actor (default 0: CPU; --threads sets the CPUs per actor)",
+    )  # fmt: skip
 
 
 def load_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -161,9 +189,43 @@ def predict_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def predict_sources_ray(args: argparse.Namespace) -> int:
+    """``SOURCE ... --engine ray``: :func:`instseg.inference.predict_ray` into ``--out``."""
+    import sys
+
+    from instseg.inference.ray_batch import RAY_MISSING, predict_ray, ray_available
+
+    if not ray_available():
+        print(f"instseg predict: error: {RAY_MISSING}", file=sys.stderr)
+        return 2
+    if args.calibrate or args.actors < 1 or args.gpus_per_actor < 0:
+        print("instseg predict: error: --engine ray needs --actors >= 1, --gpus-per-actor >= 0 "
+              "and no --calibrate (give --score-threshold)", file=sys.stderr)  # fmt: skip
+        return 2
+    options = {"backend": args.backend, "threads": args.threads, "tta": args.tta or "none",
+               "tta_scales": args.tta_scales or (), "tta_agreement": args.tta_agreement or 0.0,
+               "box_refine": args.box_refine or 0, "mask_threshold": args.mask_threshold}  # fmt: skip
+    report = predict_ray(
+        args.model, args.source if len(args.source) > 1 else args.source[0], args.out,
+        address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=float(args.threads or 1), batch_size=args.batch_size,
+        overwrite=args.overwrite, progress=sys.stderr.isatty(),
+        score_threshold=args.score_threshold, max_detections=args.max_detections,
+        object_size=args.object_size, device=args.device, predictor_options=options,
+        write_labels=not args.no_labels, write_overlays=not args.no_overlays,
+        write_csv=not args.no_csv, write_semantic=args.semantic, recursive=args.recursive,
+        tile_size=args.tile, tile_overlap=args.tile_overlap,
+    )  # fmt: skip
+    print(report.summary(), file=sys.stderr)
+    return report.exit_code
+
+
 def predict_sources(args: argparse.Namespace) -> int:
     """``SOURCE ...``: predict files / folders / globs / videos into ``--out``."""
     import sys
+
+    if args.engine == "ray":
+        return predict_sources_ray(args)
 
     from instseg.cli.common import cutoff_line, inference_from_args
     from instseg.inference import Predictor, run_batch
@@ -198,6 +260,7 @@ def predict_sources(args: argparse.Namespace) -> int:
         video_stride=args.video_stride,
         tile_size=args.tile,
         tile_overlap=args.tile_overlap,
+        resume=args.resume,
     )
     print(report.summary(), file=sys.stderr)
     return report.exit_code
@@ -211,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.data) == bool(args.source):
         print("instseg predict: error: give either SOURCE ... or --data DATA", file=sys.stderr)
+        return 2
+    if args.data and args.engine != "local":
+        print("instseg predict: error: --engine ray predicts SOURCE ... (for a dataset's "
+              "images give its COCO .json as SOURCE)", file=sys.stderr)  # fmt: skip
         return 2
     if args.threads is not None and args.threads < 1:
         print("instseg predict: error: --threads must be >= 1", file=sys.stderr)

@@ -9,7 +9,7 @@ detections from ``results.json``). An ``auto`` object size is estimated on the f
 
 from __future__ import annotations
 
-import csv
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +19,18 @@ from tqdm import tqdm
 
 from instseg.errors import DataError
 from instseg.inference.predictor import Predictor
+from instseg.inference.shards import (
+    SHARDS_DIR,
+    Journal,
+    check_same_input,
+    failed_record,
+    image_record,
+    merge_outputs,
+    read_records,
+)
 from instseg.inference.sources import Item, Source, count_items, iter_sources
 from instseg.inference.tiling import TiledPrediction, predict_tiled_sparse
 from instseg.inference.writers import (
-    CSV_COLUMNS,
     CSV_NAME,
     FAILED,
     IMAGES,
@@ -30,14 +38,7 @@ from instseg.inference.writers import (
     OVERLAYS_DIR,
     RESULTS,
     SEMANTIC_DIR,
-    above_cutoff,
-    csv_rows,
-    prediction_results,
-    semantic_image,
     to_sparse,
-    write_json_atomic,
-    write_label_image,
-    write_overlay,
 )
 
 __all__ = ["BatchReport", "run_batch"]
@@ -54,6 +55,7 @@ class BatchReport:
     num_instances: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    resumed: int = 0  # images whose outputs an earlier run had written (not predicted again)
 
     @property
     def exit_code(self) -> int:
@@ -62,6 +64,8 @@ class BatchReport:
 
     def summary(self) -> str:
         lines = [f"{self.processed} images, {self.num_instances} instances -> {self.out_dir}"]
+        if self.resumed:
+            lines[0] += f" ({self.resumed} images from an earlier run)"
         if self.failed:
             lines.append(f"{len(self.failed)} inputs failed:")
             lines += [f"  {f}: {r}" for f, r in self.failed]
@@ -82,37 +86,43 @@ def run_batch(
     video_stride: int = 1,
     tile_size: int | None = None,
     tile_overlap: int = 128,
+    resume: bool = False,
 ) -> BatchReport:
     """Predict every input of ``source`` into ``out_dir``: a path / folder / glob / video or a
     list of them (see :func:`~instseg.inference.sources.iter_sources`), or any iterable of
     :class:`~instseg.inference.sources.Item` (e.g. in-memory arrays).
 
-    Refuses (DataError naming the file) to replace earlier outputs unless ``overwrite``. A bad
-    input or a failure on one image is recorded in the report and the run goes on. Images
-    larger than ``tile_size`` go through :func:`~instseg.inference.tiling.predict_tiled_sparse`.
-    ``results.json``/``images.json`` are written atomically at the end (also on Ctrl-C, with
-    what was done so far); the other files are written image by image.
+    Refuses (DataError naming the file) to replace earlier outputs unless ``overwrite`` (start
+    again) or ``resume``: skip the images an earlier run into ``out_dir`` finished (same
+    inputs and options; its failed images are tried again). A bad input or a failure on one
+    image is recorded in the report and the run goes on. Images larger than ``tile_size`` go
+    through :func:`~instseg.inference.tiling.predict_tiled_sparse`. Per-image files are written
+    whole or not at all, then journalled in ``out_dir/.shards`` (:mod:`.shards`);
+    ``results.json``, ``images.json``, ``instances.csv`` and ``failed.txt`` are written
+    atomically from the journal at the end (also on Ctrl-C, with what was done so far).
     """
     out = Path(out_dir)
     kinds = {CSV_NAME: write_csv, LABELS_DIR: write_labels, OVERLAYS_DIR: write_overlays,
              SEMANTIC_DIR: write_semantic}  # fmt: skip
-    _check_out_dir(out, [RESULTS, IMAGES, FAILED, *(k for k, on in kinds.items() if on)], overwrite)
+    names = [RESULTS, IMAGES, FAILED, SHARDS_DIR, *(k for k, on in kinds.items() if on)]
+    prepare_out_dir(out, names, overwrite, resume)
     total, items = _items(source, recursive, video_stride)
     out.mkdir(parents=True, exist_ok=True)
-    (out / FAILED).unlink(missing_ok=True)  # only with overwrite: a stale list would mislead
-    sink = _Outputs(out, predictor, kinds)
+    sink = _Outputs(out, predictor, kinds, read_records(out) if resume else {})
     batch: Batch = []
     try:
         bar = tqdm(items, total=total, desc="predict", unit="img", disable=not progress)
         for image_id, item in enumerate(bar, 1):
+            if sink.done_before(image_id, item):
+                continue
             if not item.ok:
-                sink.report.failed.append((item.file_name, item.error or "no image"))
+                sink.fail(image_id, item, item.error or "no image")
                 continue
             batch.append((image_id, item))
             if len(batch) >= predictor.batch_size:
-                sink.add(batch, _predict(predictor, batch, tile_size, tile_overlap))
+                sink.add(batch, predict_items(predictor, batch, tile_size, tile_overlap))
                 batch.clear()
-        sink.add(batch, _predict(predictor, batch, tile_size, tile_overlap))
+        sink.add(batch, predict_items(predictor, batch, tile_size, tile_overlap))
     except KeyboardInterrupt:
         sink.report.interrupted = True
         raise
@@ -121,18 +131,21 @@ def run_batch(
     return sink.report
 
 
-def _check_out_dir(out: Path, names: Sequence[str], overwrite: bool) -> None:
-    """DataError when ``out`` is a file, or (without ``overwrite``) holds one of ``names``."""
+def prepare_out_dir(out: Path, names: Sequence[str], overwrite: bool, resume: bool) -> None:
+    """DataError when ``out`` is a file, or (neither ``overwrite`` nor ``resume``)
+    holds one of ``names``; ``overwrite`` drops an earlier run's journal."""
     if out.exists() and not out.is_dir():
         raise DataError(out, None, "output path exists and is not a folder")
     if overwrite:
-        return
-    for n in names:
-        p = out / n
-        if p.is_file() or (p.is_dir() and any(p.iterdir())):
-            raise DataError(
-                p, None, "output already exists; pass overwrite=True (--overwrite) to replace it"
-            )
+        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+    elif not resume:
+        for n in names:
+            p = out / n
+            if p.is_file() or (p.is_dir() and any(p.iterdir())):
+                raise DataError(
+                    p, None, "output already exists; pass overwrite=True (--overwrite) to "
+                    "replace it or resume=True (--resume) to finish an earlier run",
+                )  # fmt: skip
 
 
 def _items(
@@ -148,7 +161,7 @@ def _items(
     return None, cast(Iterable[Item], source)
 
 
-def _predict(
+def predict_items(
     predictor: Predictor, batch: Batch, tile_size: int | None, tile_overlap: int
 ) -> list[TiledPrediction | BaseException]:
     """Predictions of a batch (every score: see the module doc), one forward pass when
@@ -197,60 +210,67 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Outputs:
-    """Per-image files as predictions come; ``images.json``, ``results.json`` and
-    ``failed.txt`` at :meth:`close`. ``kinds`` says which optional outputs are written."""
+    """Per-image files and journal records as predictions come; the merged files at
+    :meth:`close`. ``kinds`` says which optional outputs are written; ``previous``: an
+    earlier run's records (image id -> record) to keep instead of predicting again."""
 
-    def __init__(self, out: Path, predictor: Predictor, kinds: dict[str, bool]) -> None:
-        self.out, self.kinds = out, kinds
+    def __init__(
+        self, out: Path, predictor: Predictor, kinds: dict[str, bool],
+        previous: dict[int, dict[str, Any]],
+    ) -> None:  # fmt: skip
+        self.out, self.kinds, self.previous = out, kinds, previous
         self.report = BatchReport(out)
         self.class_names, self.cat_ids = list(predictor.class_names), list(predictor.cat_ids)
         self.cutoff = predictor.score_cutoff
-        self.results: list[dict[str, Any]] = []
-        self.images: list[dict[str, Any]] = []
-        self.csv_file = open(out / CSV_NAME, "w", newline="") if kinds[CSV_NAME] else None
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_COLUMNS) if self.csv_file else None
-        if self.csv:
-            self.csv.writeheader()
+        self.records: dict[int, dict[str, Any]] = {}
+        self.journal = Journal(out, "local")
+
+    def done_before(self, image_id: int, item: Item) -> bool:
+        """True (and its record kept) when an earlier run finished this image."""
+        rec = self.previous.get(image_id)
+        if rec is None or rec["error"] is not None:
+            return False
+        check_same_input(rec, item.file_name, self.out)
+        self.records[image_id] = rec
+        self.report.resumed += 1
+        return True
+
+    def fail(self, image_id: int, item: Item, reason: str) -> None:
+        rec = failed_record(image_id, item.file_name, item.name, reason)
+        self.records[image_id] = rec
+        self.journal.append([rec])
 
     def add(self, batch: Batch, preds: list[TiledPrediction | BaseException]) -> None:
-        """Write a batch's outputs; a failed image goes to the report."""
+        """Write a batch's outputs and journal them; a failed image gets a failed record."""
+        recs = []
         for (image_id, item), pred in zip(batch, preds):
             try:
                 if isinstance(pred, BaseException):
                     raise pred
-                self._write(image_id, item, pred)
+                rec = image_record(self.out, self.kinds, image_id, item, pred,
+                                   self.class_names, self.cat_ids, self.cutoff)  # fmt: skip
             except Exception as exc:
-                self.report.failed.append((item.file_name, _one_line(exc)))
-
-    def _write(self, image_id: int, item: Item, pred: TiledPrediction) -> None:
-        assert item.image is not None
-        out, name = self.out, item.name
-        rows = prediction_results(pred, image_id, self.cat_ids)  # every score: for AP
-        pred = above_cutoff(pred, self.cutoff)  # what people look at
-        if self.kinds[LABELS_DIR]:
-            write_label_image(out / LABELS_DIR / name, pred.to_label_image())
-        if self.kinds[SEMANTIC_DIR]:
-            write_label_image(out / SEMANTIC_DIR / name, semantic_image(pred))
-        if self.kinds[OVERLAYS_DIR]:
-            write_overlay(out / OVERLAYS_DIR / f"{name}.jpg", item.image, pred, self.class_names)
-        if self.csv and self.csv_file:
-            self.csv.writerows(csv_rows(name, pred, self.class_names))
-            self.csv_file.flush()
-        h, w = item.image.shape[:2]
-        rec: dict[str, Any] = {"id": image_id, "file_name": str(item.path or name), "name": name, "height": h, "width": w}  # fmt: skip
-        if item.frame is not None:
-            rec["frame"] = item.frame
-        self.images.append(rec)
-        self.results.extend(rows)
-        self.report.processed += 1
-        self.report.num_instances += len(pred)
+                rec = failed_record(image_id, item.file_name, item.name, _one_line(exc))
+            self.records[image_id] = rec
+            recs.append(rec)
+        self.journal.append(recs)
 
     def close(self) -> None:
-        if self.csv_file:
-            self.csv_file.close()
-        cats = [{"id": int(c), "name": n} for c, n in zip(self.cat_ids, self.class_names)]
-        write_json_atomic(self.out / IMAGES, {"images": self.images, "categories": cats})
-        write_json_atomic(self.out / RESULTS, self.results)
-        failed = self.report.failed
-        if failed:
-            (self.out / FAILED).write_text("".join(f"{f}: {r}\n" for f, r in failed))
+        self.journal.close()
+        records = [self.records[k] for k in sorted(self.records)]
+        cats = categories(self.cat_ids, self.class_names)
+        merge_outputs(self.out, records, cats, self.kinds[CSV_NAME])
+        fill_report(self.report, records)
+
+
+def categories(cat_ids: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """``images.json``'s categories: ``[{id, name}]``."""
+    return [{"id": int(c), "name": n} for c, n in zip(cat_ids, class_names)]
+
+
+def fill_report(report: BatchReport, records: Sequence[dict[str, Any]]) -> None:
+    """Counts and failures of the merged ``records`` into ``report``."""
+    ok = [r for r in records if r["error"] is None]
+    report.processed = len(ok)
+    report.num_instances = sum(int(r["n"]) for r in ok)
+    report.failed = [(r["file"], r["error"]) for r in records if r["error"] is not None]

@@ -10,7 +10,7 @@ Layout of ``out_dir`` (every part but ``results.json``/``images.json`` optional)
                       [{id, name}]}: a COCO file without annotations, so ``COCO("images.json")
                       .loadRes("results.json")`` works
     instances.csv     one row per instance: image, id, class, score, area, bbox_x, bbox_y,
-                      bbox_w, bbox_h, centroid_x, centroid_y (appended image by image)
+                      bbox_w, bbox_h, centroid_x, centroid_y (written at the end, image order)
     labels/NAME.png   16-bit label image (NAME.tif, 32-bit, past 65535 instances): 0 background,
                       id i+1 for the i-th instance (best score first); higher scores on top
     overlays/NAME.jpg masks, outlines, class and score drawn over the image

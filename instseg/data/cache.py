@@ -7,23 +7,51 @@ decoded image and each mask cropped to its tight box, so the whole training set 
 fits in little memory (the 87 DSB training images: 59 MB, against 1.4 GB as full-size
 masks). Unpacking pastes the crops into ``np.zeros`` masks, whose untouched pages the OS
 never materializes, so a random crop of a large crowded image costs only what it touches.
+
+The cap (per process, per dataset) is 2 GiB, or ``INSTSEG_CACHE_MB`` MiB from the
+environment (0: no cache, e.g. for a dataset larger than the memory to spare).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from instseg.errors import InstsegError
 from instseg.masks import masks_to_boxes
 from instseg.structures import Instances
 
-__all__ = ["DEFAULT_CACHE_BYTES", "PackedSample", "pack_sample", "unpack_sample"]
+__all__ = [
+    "CACHE_MB_ENV",
+    "DEFAULT_CACHE_BYTES",
+    "PackedSample",
+    "default_cache_bytes",
+    "pack_sample",
+    "unpack_sample",
+]
 
 #: per-process cap of :class:`~instseg.data.loader.TrainingDataset`'s cache
 DEFAULT_CACHE_BYTES = 2 << 30
+#: environment variable that overrides it, in MiB (0: no cache)
+CACHE_MB_ENV = "INSTSEG_CACHE_MB"
+
+
+def default_cache_bytes() -> int:
+    """The cache cap: ``INSTSEG_CACHE_MB`` MiB when set, else :data:`DEFAULT_CACHE_BYTES`."""
+    text = os.environ.get(CACHE_MB_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_BYTES
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = -1.0
+    if not 0 <= mib < float("inf"):
+        raise InstsegError(f"{CACHE_MB_ENV} must be a number of MiB >= 0, got {text!r}")
+    return int(mib * (1 << 20))
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,128 @@
 Conversions are explicit: grayscale is repeated to 3 channels, alpha is dropped, EXIF
 orientation is applied, and images deeper than 8 bits (16-bit PNG/TIFF, float TIFF) are
 min-max stretched per image to 0..255.
+
+Pixel limit: :func:`read_image`, :func:`read_label_image` and :func:`image_size` refuse an
+image with more than :func:`max_image_pixels` pixels (a DataError naming the file), checked
+from the header before anything is decoded. The limit is :data:`DEFAULT_MAX_IMAGE_PIXELS`,
+or the environment variable ``INSTSEG_MAX_IMAGE_PIXELS`` (0: no limit), or what
+:func:`set_max_image_pixels` set last (which wins). It replaces PIL's decompression-bomb
+guard for these readers (PIL warns above ~89 M pixels and refuses twice that).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from instseg.errors import DataError
+from instseg.errors import DataError, InstsegError
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+#: 2**28 = 268,435,456 pixels (16384 x 16384; 3x PIL's warning level). Such an image takes
+#: 768 MiB as RGB uint8, and reading a 16-bit one stretches it through float64 (2 GiB per
+#: channel): the most one image should cost on a machine with a few GiB free. Larger images
+#: (slide scans) need a higher limit, or 0, and the memory that goes with it.
+DEFAULT_MAX_IMAGE_PIXELS = 2**28
+MAX_PIXELS_ENV = "INSTSEG_MAX_IMAGE_PIXELS"
+_max_pixels_set: int | None = None  # set_max_image_pixels' value; None: environment/default
+
+
+def set_max_image_pixels(n: int | None) -> None:
+    """Set the pixel limit of the readers (0: no limit; ``None``: back to the environment
+    variable ``INSTSEG_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_IMAGE_PIXELS`)."""
+    global _max_pixels_set
+    if n is not None and (isinstance(n, bool) or int(n) != n or n < 0):
+        raise ValueError(f"max image pixels must be an integer >= 0, got {n!r}")
+    _max_pixels_set = None if n is None else int(n)
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit in force (see the module docstring); ``None`` when there is none."""
+    n = _max_pixels_set
+    if n is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_IMAGE_PIXELS
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise InstsegError(f"{MAX_PIXELS_ENV} must be an integer >= 0, got {text!r}")
+    return n or None
+
+
+def check_image_pixels(path: str | Path, pixels: int) -> None:
+    """DataError naming ``path`` if ``pixels`` is over :func:`max_image_pixels`."""
+    limit = max_image_pixels()
+    if limit is not None and pixels > limit:
+        message = f"image has {pixels:,} pixels, over the limit of {limit:,} ({MAX_PIXELS_ENV})"
+        raise ImageTooLargeError(path, None, message)
+
+
+_pil_lock = threading.Lock()
+_pil_users = 0
+_pil_saved: int | None = None
+
+
+@contextmanager
+def _pil_guard_at_our_limit() -> Iterator[None]:
+    """Within the block, PIL's bomb guard sits at our limit (warning above it, error above
+    twice it) so that it never refuses an image ours allows; restored when the last
+    concurrent reader leaves."""
+    global _pil_users, _pil_saved
+    limit = max_image_pixels()
+    with _pil_lock:
+        if _pil_users == 0:
+            _pil_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = limit
+        _pil_users += 1
+    try:
+        yield
+    finally:
+        with _pil_lock:
+            _pil_users -= 1
+            if _pil_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_saved
+
+
+def _open_pil(p: Path) -> Image.Image:
+    """``Image.open`` under our limit; the header's pixel count is checked before decoding."""
+    try:
+        img = Image.open(p)
+    except Image.DecompressionBombError:  # PIL's guard (at our limit) refuses twice the limit
+        limit = max_image_pixels() or 0
+        message = f"image has over {2 * limit:,} pixels, over the limit of {limit:,}"
+        raise ImageTooLargeError(p, None, f"{message} ({MAX_PIXELS_ENV})") from None
+    try:
+        check_image_pixels(p, img.size[0] * img.size[1])
+    except DataError:
+        img.close()
+        raise
+    return img
+
+
+def _tiff_pixels(shape: tuple[int, ...], axes: str) -> int:
+    """Pixels of a TIFF series: the product of its axes but samples/channels (S, C)."""
+    return int(np.prod([n for n, ax in zip(shape, axes) if ax not in "SC"], dtype=np.int64))
+
+
+def _read_tiff(p: Path) -> np.ndarray:
+    """The first series of a TIFF file, its size checked from the header first."""
+    import tifffile
+
+    with tifffile.TiffFile(p) as tf:
+        series = tf.series[0]
+        check_image_pixels(p, _tiff_pixels(tuple(series.shape), series.axes))
+        return np.asarray(tf.asarray())
 
 
 def to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
@@ -61,13 +170,11 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(p, None, "image file is empty (0 bytes)")
     try:
         if p.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            return to_rgb_uint8(tifffile.imread(p))
-        with Image.open(p) as img:
+            return to_rgb_uint8(_read_tiff(p))
+        with _pil_guard_at_our_limit(), _open_pil(p) as img:
             img.load()
             return to_rgb_uint8(_pil_array(img))
-    except DataError:
+    except InstsegError:
         raise
     except Exception as exc:  # PIL/tifffile raise many types for corrupt files
         raise DataError(p, None, f"cannot read image ({type(exc).__name__}: {exc})") from None
@@ -80,13 +187,13 @@ def read_label_image(path: str | Path) -> np.ndarray:
         raise DataError(p, None, "label image not found")
     try:
         if p.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(p))
+            arr = _read_tiff(p)
         else:
-            with Image.open(p) as img:
+            with _pil_guard_at_our_limit(), _open_pil(p) as img:
                 img.load()
                 arr = np.asarray(img)
+    except InstsegError:
+        raise
     except Exception as exc:
         raise DataError(p, None, f"cannot read label image ({type(exc).__name__}: {exc})") from None
     if arr.ndim == 3:
@@ -118,14 +225,18 @@ def image_size(path: str | Path, verify: bool = False) -> tuple[int, int]:
 
             with tifffile.TiffFile(p) as tf:
                 shape = tf.pages[0].shape
+                series = tf.series[0]
+                check_image_pixels(p, _tiff_pixels(tuple(series.shape), series.axes))
             return int(shape[0]), int(shape[1])
-        with Image.open(p) as img:
+        with _pil_guard_at_our_limit(), _open_pil(p) as img:
             w, h = img.size
             # PNG getexif() decodes the whole image unless the eXIf chunk precedes the pixels
             exif_ok = img.format != "PNG" or "exif" in img.info
             if exif_ok and img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated 90
                 w, h = h, w
         return int(h), int(w)
+    except InstsegError:
+        raise
     except Exception as exc:
         raise DataError(p, None, f"cannot read image ({type(exc).__name__}: {exc})") from None
 

@@ -4,7 +4,8 @@
   augmentation with torch's RNG seeded from ``(seed, epoch, index)``, so a sample's
   augmentation does not depend on the worker, the worker count, or where training resumed.
   Loading in the main process (the CPU default), it keeps decoded samples in memory
-  (:mod:`instseg.data.cache`, masks cropped to their boxes, up to ``cache_bytes``).
+  (:mod:`instseg.data.cache`, masks cropped to their boxes, up to ``cache_bytes``: 2 GiB,
+  or ``INSTSEG_CACHE_MB`` from the environment).
 - :class:`ResumableSampler` is a ``DistributedSampler`` (one rank or many) whose order is a
   function of ``(seed, epoch)`` and that can start mid-epoch (exact ``--resume``).
 - :func:`collate` gives ``(list[Tensor (3, H, W) float32 in [0, 1]], list[Instances])``.
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from instseg.data.cache import DEFAULT_CACHE_BYTES, PackedSample, pack_sample, unpack_sample
+from instseg.data.cache import PackedSample, default_cache_bytes, pack_sample, unpack_sample
 from instseg.data.dataset import InstanceDataset
 from instseg.errors import DataError
 from instseg.structures import Instances
@@ -71,8 +72,9 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 class TrainingDataset(Dataset[tuple[torch.Tensor, Instances]]):
     """Item ``i`` -> ``(image float32 (3, H, W) in [0, 1] RGB, Instances)`` (augmented).
 
-    Decoded samples are kept in memory until they hold ``cache_bytes`` (0: no cache); only
-    outside loader workers, which are recreated every epoch.
+    Decoded samples are kept in memory until they hold ``cache_bytes`` (0: no cache; default
+    :func:`~instseg.data.cache.default_cache_bytes`); only outside loader workers, which are
+    recreated every epoch.
     """
 
     def __init__(
@@ -80,13 +82,13 @@ class TrainingDataset(Dataset[tuple[torch.Tensor, Instances]]):
         dataset: InstanceDataset,
         transform: Transform | None = None,
         seed: int = 0,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.epoch = 0
-        self.cache_bytes = int(cache_bytes)
+        self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
         self._cache: dict[int, PackedSample] = {}
         self._cached = 0  # bytes held
 

@@ -60,7 +60,7 @@ def predict_dataset(
     """
     cat_map = list(label_to_cat_id) if label_to_cat_id is not None else dataset.label_to_cat_id
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    data = TrainingDataset(dataset)  # no transform: decoded image in [0, 1]
+    data = TrainingDataset(dataset, cache_bytes=0)  # read once per call: no cache; images in [0, 1]
     loader = DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )

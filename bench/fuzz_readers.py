@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instseg.errors import InstsegError  # noqa: E402
 
-READERS = ("coco", "via", "yolo", "label-png", "instance-pngs", "checkpoint")
+READERS = ("coco", "via", "yolo", "label-png", "instance-pngs", "checkpoint", "ctc-tracks", "mots")
 NASTY: list[Any] = [None, True, False, 0, -1, 1, -(2**31), 2**63, 10**30, 1e308, -1e308, 0.5,
                     math.nan, math.inf, -math.inf, "", "x", "ü😀\u0000\ud7ff", "../../x", "NaN",
                     [], {}, [[]], [1, 2], [[1, 2, 3]], {"a": 1}, {"size": [1, 1], "counts": "0"}]  # fmt: skip
@@ -179,6 +179,7 @@ def via_seed() -> Any:
 
 YOLO_TOKENS = ["nan", "inf", "-inf", "-1", "1e999", "", "0x10", "ü", "3", "-0.5", "1.0001", "9" * 400, "1e-320"]  # fmt: skip
 YOLO_SEED = "0 0.1 0.1 0.5 0.1 0.5 0.6\n1 0.6 0.6 0.9 0.6 0.9 0.9 0.6 0.9\n"
+CTC_SEED = "1 0 4 0\n2 0 2 0\n3 3 4 2\n4 3 4 2\n"  # CTC res_track.txt: id first last parent
 
 
 def _labels() -> np.ndarray:
@@ -234,6 +235,18 @@ class Case:
         torch.save(self.ckpt, buf)
         self.ckpt_bytes, self.target = buf.getvalue(), self.root / "last.pt"
 
+    def _seed_ctc_tracks(self) -> None:
+        self.text, self.target = CTC_SEED, self.root / "res_track.txt"
+
+    def _seed_mots(self) -> None:
+        from pycocotools import mask as mask_utils
+
+        lab = _labels()
+        rles = [mask_utils.encode(np.asfortranarray(lab == v).astype(np.uint8))["counts"].decode() for v in (1, 7)]
+        h, w = lab.shape
+        self.text = f"0 1 1 {h} {w} {rles[0]}\n0 2 2 {h} {w} {rles[1]}\n1 1 1 {h} {w} {rles[0]}\n"
+        self.target = self.root / "mots.txt"
+
     # -- one mutated input ------------------------------------------------------------------
     def mutate(self, rng: random.Random) -> None:
         """Write a mutated input to ``self.target``."""
@@ -245,6 +258,8 @@ class Case:
                 self.target.write_bytes(mutate_bytes(json.dumps(self.tree).encode(), rng))
         elif self.reader == "yolo":
             self.target.write_bytes(_mutate_yolo(rng))
+        elif self.reader in ("ctc-tracks", "mots"):
+            self.target.write_bytes(_mutate_yolo(rng, self.text))
         elif self.reader in ("label-png", "instance-pngs"):
             _write_array_or_bytes(self.target, rng, _labels() if self.reader == "label-png" else
                                   (_labels() == 7).astype(np.uint8) * 255)  # fmt: skip
@@ -270,6 +285,16 @@ class Case:
 
             load_checkpoint(self.target)
             return
+        if self.reader == "ctc-tracks":
+            from instseg.data.ctc import read_tracks
+
+            sum(t.last - t.first for t in read_tracks(self.target).values())
+            return
+        if self.reader == "mots":
+            from instseg.data.mots import read_mots
+
+            sum(int(f.masks.sum()) for f in read_mots(self.target) if f.masks is not None)
+            return
         from instseg.data.formats import load_dataset
 
         src = self.target if self.reader in ("coco", "via") else self.root
@@ -281,11 +306,13 @@ class Case:
         json.dumps(ds.to_coco())
 
 
-def _mutate_yolo(rng: random.Random) -> bytes:
-    lines = YOLO_SEED.splitlines()
+def _mutate_yolo(rng: random.Random, seed: str = YOLO_SEED) -> bytes:
+    """A text format of whitespace-separated lines (YOLO, CTC tracks, MOTS): bytes flipped,
+    a token replaced by a nasty one, a line cut short, or a junk line added."""
+    lines = seed.splitlines()
     op = rng.randrange(4)
     if op == 0:
-        return mutate_bytes(YOLO_SEED.encode(), rng)
+        return mutate_bytes(seed.encode(), rng)
     k = rng.randrange(len(lines))
     tokens = lines[k].split()
     if op == 1:

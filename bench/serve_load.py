@@ -149,7 +149,7 @@ def run_load(args: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
             if now >= args.seconds and "answered" not in window:
                 window.update(answered=load.answered(), seconds=now)
             done = now >= args.seconds and load.answered() >= args.requests
-            return done or now >= args.max_seconds
+            return done or now >= args.max_seconds or server.poll() is not None
 
         threads = [threading.Thread(target=client, args=(url, bodies, k, load, stop, proc)) for k in range(args.clients)]
         for t in threads:
@@ -173,7 +173,10 @@ def run_load(args: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
         }
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def main() -> None:

@@ -56,12 +56,16 @@ class Track:
 
 def read_tracks(path: str | Path) -> dict[int, Track]:
     """``man_track.txt`` / ``res_track.txt`` -> ``{id: Track}``. DataError naming the file and
-    the line for anything but four non-negative integers with ``first <= last``."""
+    the line for anything but four integers in [0, 2**31) with ``first <= last``."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, None, "track file not found")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(p, None, f"cannot read the track file ({type(err).__name__})") from None
     tracks: dict[int, Track] = {}
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -69,7 +73,7 @@ def read_tracks(path: str | Path) -> dict[int, Track]:
             values = [int(v) for v in parts]
         except ValueError:
             values = []
-        if len(values) != 4 or min(values) < 0 or values[1] > values[2]:
+        if len(values) != 4 or min(values) < 0 or values[1] > values[2] or max(values) >= 2**31:
             raise DataError(p, f"line {n}", f"expected 'id first last parent' (integers, first <= last), got {line.strip()!r}")
         if values[0] in tracks:
             raise DataError(p, f"line {n}", f"track {values[0]} listed twice")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from instseg.data.io import check_image_pixels
 from instseg.errors import DataError
 from instseg.masks import check_rle, decode
 from instseg.structures import Instances
@@ -25,6 +26,7 @@ from instseg.structures import Instances
 __all__ = ["IGNORE_CLASS", "MOTSFrame", "read_mots", "read_mots_frames"]
 
 IGNORE_CLASS = 10  #: ``class_id`` of an ignore region (MOTS Challenge, KITTI MOTS)
+MAX_FRAMES = 1_000_000  #: a time_frame at or past this is refused (frames are listed up to the last)
 _FIELDS = "'time_frame id class_id img_height img_width rle'"
 
 
@@ -63,6 +65,9 @@ def _row(line: str, where: str, path: Path) -> tuple[list[int], str]:
         raise DataError(path, where, f"expected {_FIELDS} (integers first), got {shown!r}") from None
     if min(values[:3]) < 0 or min(values[3:]) < 1:
         raise DataError(path, where, f"negative frame, id or class, or an empty image: {shown!r}")
+    if values[0] >= MAX_FRAMES or max(values[1:3]) >= 2**31 or max(values[3:]) >= 2**31:
+        raise DataError(path, where, f"time_frame >= {MAX_FRAMES:,}, or an id, class or size >= 2**31: {shown!r}")
+    check_image_pixels(path, values[3] * values[4])
     return values, parts[5]
 
 

@@ -133,9 +133,13 @@ def run_batch(
 
 def prepare_out_dir(out: Path, names: Sequence[str], overwrite: bool, resume: bool) -> None:
     """DataError when ``out`` is a file, or (neither ``overwrite`` nor ``resume``)
-    holds one of ``names``; ``overwrite`` drops an earlier run's journal."""
+    holds one of ``names``; ``overwrite`` drops an earlier run's journal. Hidden temp files
+    that a killed run left half-written are removed."""
     if out.exists() and not out.is_dir():
         raise DataError(out, None, "output path exists and is not a folder")
+    for sub in (LABELS_DIR, OVERLAYS_DIR, SEMANTIC_DIR):  # temp files of a killed run's writes
+        for stray in (out / sub).rglob(".*.tmp*") if (out / sub).is_dir() else ():
+            stray.unlink(missing_ok=True)
     if overwrite:
         shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
     elif not resume:

@@ -1,5 +1,5 @@
 """Fuzzing of every reader (``bench/fuzz_readers.py``): mutated COCO / VIA JSON, YOLO labels,
-label images, instance masks and checkpoints end as a usable dataset or instseg's one-line
+label images, instance masks, checkpoints, CTC track files and MOTS text end as a usable dataset or instseg's one-line
 error, never another exception or a hang. Short CI profile: ``INSTSEG_FUZZ_EXAMPLES`` cases
 per reader (default 25); the bench runs 100,000."""
 
@@ -64,6 +64,8 @@ def test_the_seeds_are_valid_inputs(cases: dict, seed: int) -> None:
             case.target.write_text(FUZZ.YOLO_SEED)
         elif reader == "checkpoint":
             case.target.write_bytes(case.ckpt_bytes)
+        elif reader in ("ctc-tracks", "mots"):
+            case.target.write_text(case.text)
         else:
             for old in case.target.parent.glob(case.target.stem + ".*"):
                 old.unlink()

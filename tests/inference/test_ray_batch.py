@@ -96,8 +96,9 @@ def ray_run(
     yield out, counter, report
 
 
-def assert_same_outputs(a: Path, b: Path) -> None:
-    """Two output folders hold the same predictions (RLE exact, scores/boxes to 1e-5)."""
+def assert_same_outputs(a: Path, b: Path, n: int = N_GOOD) -> None:
+    """Two output folders hold the same predictions (RLE exact, scores/boxes to 1e-5) for
+    ``n`` good images."""
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
     assert len(ra) == len(rb) > 0
     for x, y in zip(ra, rb):
@@ -117,11 +118,11 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         assert float(x["score"]) == pytest.approx(float(y["score"]), abs=1e-5)
     assert (a / "failed.txt").read_text() == (b / "failed.txt").read_text()
     labels = sorted(p.name for p in (a / "labels").iterdir())
-    assert labels == sorted(p.name for p in (b / "labels").iterdir()) and len(labels) == N_GOOD
+    assert labels == sorted(p.name for p in (b / "labels").iterdir()) and len(labels) == n
     for name in labels:
         la, lb = (np.asarray(Image.open(d / "labels" / name)) for d in (a, b))
         assert np.array_equal(la, lb), name
-    assert len(list((b / "overlays").glob("*.jpg"))) == N_GOOD
+    assert len(list((b / "overlays").glob("*.jpg"))) == n
 
 
 def test_ray_matches_run_batch(ray_run: tuple[Path, Path, Any], local_out: Path) -> None:

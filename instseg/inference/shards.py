@@ -26,7 +26,7 @@ import numpy as np
 
 from instseg.data.coco import read_json
 from instseg.errors import DataError
-from instseg.inference.sources import Item, Source, list_inputs
+from instseg.inference.sources import Item, Source, input_stem, list_inputs, unique_name
 from instseg.inference.tiling import TiledPrediction
 from instseg.inference.writers import (
     CSV_COLUMNS,
@@ -90,14 +90,7 @@ def build_manifest(source: Source, recursive: bool = False) -> list[Entry]:
         names = _unique_names([(p, _stem(p)) for p in paths])
         return [Entry(i, p, n) for i, (p, n) in enumerate(zip(paths, names), 1)]
     pairs = list_inputs(source, recursive)
-    stems = []
-    for f, root in pairs:
-        try:
-            rel = f.relative_to(root)
-        except ValueError:
-            rel = Path(f.name)
-        stems.append((str(f), rel.with_suffix("").as_posix()))
-    names = _unique_names(stems)
+    names = _unique_names([(str(f), input_stem(f, root)) for f, root in pairs])
     return [Entry(i, str(f), n) for i, ((f, _), n) in enumerate(zip(pairs, names), 1)]
 
 
@@ -111,20 +104,10 @@ def _stem(path: str) -> str:
 
 
 def _unique_names(stems: Sequence[tuple[str, str]]) -> list[str]:
-    """Output names as :func:`~instseg.inference.sources.iter_sources` makes them unique: a
-    taken name gets the file's suffix (``img_jpg``), then a counter."""
+    """Output names of ``(path, stem)`` pairs, made unique as
+    :func:`~instseg.inference.sources.iter_sources` makes them."""
     used: set[str] = set()
-    names = []
-    for path, stem in stems:
-        name = base = stem
-        if name in used:
-            name = base = f"{base}_{Path(path).suffix.lstrip('.').lower()}"
-        k = 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
-        used.add(name)
-        names.append(name)
-    return names
+    return [unique_name(stem, Path(path.split("?")[0]).suffix, used) for path, stem in stems]
 
 
 def _coco_manifest(path: Path) -> list[Entry]:

@@ -136,6 +136,29 @@ def _frames(path: Path, name: str, stride: int) -> Iterator[Item]:
         cap.release()
 
 
+def input_stem(path: Path, root: Path) -> str:
+    """The output name of an input file before it is made unique: its path below ``root``
+    (the folder or glob base it was found under) without the suffix, ``/``-separated."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def unique_name(stem: str, suffix: str, used: set[str]) -> str:
+    """``stem``, or when ``used`` has it ``stem_<suffix>`` (``img_jpg``), then a counter;
+    the name is added to ``used``."""
+    name = base = stem
+    if name in used:
+        name = base = f"{base}_{suffix.lstrip('.').lower()}"
+    k = 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
 def iter_sources(source: Source, recursive: bool = False, video_stride: int = 1) -> Iterator[Item]:
     """Yield an :class:`Item` per image file / video frame of SOURCE (see the module docstring).
 
@@ -145,17 +168,7 @@ def iter_sources(source: Source, recursive: bool = False, video_stride: int = 1)
         raise ValueError(f"video_stride must be >= 1, got {video_stride}")
     used: set[str] = set()
     for f, root in list_inputs(source, recursive):
-        try:
-            rel = f.relative_to(root)
-        except ValueError:
-            rel = Path(f.name)
-        name = base = rel.with_suffix("").as_posix()
-        if name in used:
-            name = base = f"{base}_{f.suffix.lstrip('.').lower()}"
-        k = 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
-        used.add(name)
+        name = unique_name(input_stem(f, root), f.suffix, used)
         if is_video_file(f):
             if f.stat().st_size == 0:
                 yield Item(name, f, error="video file is empty (0 bytes)")

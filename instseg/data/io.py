@@ -62,11 +62,12 @@ def max_image_pixels() -> int | None:
     return n or None
 
 
-def check_image_pixels(path: str | Path, pixels: int) -> None:
-    """DataError naming ``path`` if ``pixels`` is over :func:`max_image_pixels`."""
-    limit = max_image_pixels()
+def check_image_pixels(path: str | Path, pixels: int, limit: int | None = None, setting: str = MAX_PIXELS_ENV) -> None:
+    """ImageTooLargeError naming ``path`` if ``pixels`` is over ``limit`` (default
+    :func:`max_image_pixels`); ``setting`` names what sets the limit in the message."""
+    limit = max_image_pixels() if limit is None else limit
     if limit is not None and pixels > limit:
-        message = f"image has {pixels:,} pixels, over the limit of {limit:,} ({MAX_PIXELS_ENV})"
+        message = f"image has {pixels:,} pixels, over the limit of {limit:,} ({setting})"
         raise ImageTooLargeError(path, None, message)
 
 
@@ -260,15 +261,9 @@ def _tiff_bytes(data: bytes, name: str, max_pixels: int | None) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(io.BytesIO(data)) as tf:
-        shape = [int(s) for s in tf.series[0].shape]
-        plane = [s for s in shape if s > 4][-2:] or shape  # without channel / sample axes
-        _check_pixels(name, int(np.prod(plane)), max_pixels)
+        series = tf.series[0]
+        check_image_pixels(name, _tiff_pixels(tuple(series.shape), series.axes), max_pixels, "--max-pixels")
         return to_rgb_uint8(tf.asarray())
-
-
-def _check_pixels(name: str, pixels: int, max_pixels: int | None) -> None:
-    if max_pixels is not None and pixels > max_pixels:
-        raise ImageTooLargeError(name, None, f"image has {pixels:,} pixels, the limit is {max_pixels:,}")
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
@@ -290,7 +285,7 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
         except Exception:
             raise NotAnImageError(name, None, "not an image (PNG, JPEG, TIFF, BMP, WebP or GIF)") from None
         with img:
-            _check_pixels(name, img.size[0] * img.size[1], max_pixels)
+            check_image_pixels(name, img.size[0] * img.size[1], max_pixels, "--max-pixels")
             img.load()
             return to_rgb_uint8(_pil_array(img))
     except DataError:

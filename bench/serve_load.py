@@ -57,22 +57,17 @@ def in_process(paths: list[Path], threads: int) -> float:
     first one warms up)."""
     import torch
 
+    from instseg.data.io import read_image
     from instseg.inference import Predictor
 
     torch.set_num_threads(threads)
     predictor = Predictor("nuclei")
-    arrays = [predictor_input(p) for p in paths]
+    arrays = [read_image(p) for p in paths]
     predictor.predict_arrays(arrays[:2], apply_cutoff=False)
     start = time.perf_counter()
     for a in arrays:
         predictor.predict_arrays([a], apply_cutoff=False)
     return len(arrays) / (time.perf_counter() - start)
-
-
-def predictor_input(path: Path) -> np.ndarray:
-    from instseg.data.io import read_image
-
-    return read_image(path)
 
 
 class Load:

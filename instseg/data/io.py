@@ -278,16 +278,17 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
     try:
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _tiff_bytes(data, name, max_pixels)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(name, None, str(exc)) from None
-        except Exception:
-            raise NotAnImageError(name, None, "not an image (PNG, JPEG, TIFF, BMP, WebP or GIF)") from None
-        with img:
-            check_image_pixels(name, img.size[0] * img.size[1], max_pixels, "--max-pixels")
-            img.load()
-            return to_rgb_uint8(_pil_array(img))
+        with _pil_guard_at_our_limit():  # as read_image: PIL's guard never refuses first
+            try:
+                img = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError as exc:
+                raise ImageTooLargeError(name, None, str(exc)) from None
+            except Exception:
+                raise NotAnImageError(name, None, "not an image (PNG, JPEG, TIFF, BMP, WebP or GIF)") from None
+            with img:
+                check_image_pixels(name, img.size[0] * img.size[1], max_pixels, "--max-pixels")
+                img.load()
+                return to_rgb_uint8(_pil_array(img))
     except DataError:
         raise
     except Exception as exc:  # PIL/tifffile raise many types for corrupt files

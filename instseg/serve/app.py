@@ -138,7 +138,7 @@ def create_app(
         worker.close()
 
     app = FastAPI(title="instseg", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.worker, app.state.settings = worker, cfg
+    app.state.worker = worker  # tests fill its queue
     _upload_limit(app, max_bytes)
     authorised = [Depends(_key_check(cfg.api_key))]
 
